@@ -1,0 +1,47 @@
+# Two commands do all the set-up: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# pip reads torch from the machine's local index; the constraints file pins everything else.
+PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: install install-dev serve test lint typecheck pytest bench train clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# A stamp per extra: the install reruns only when pyproject.toml or constraints.txt change.
+$(VENV)/.stamp-runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.stamp-runtime
+
+install: $(VENV)/.stamp-runtime
+install-dev: $(VENV)/.stamp-dev
+
+serve: install
+	$(BIN)/cnn-serve --host $(HOST) --port $(PORT)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+train: install-dev
+	$(BIN)/cnn-train
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

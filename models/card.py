@@ -1,0 +1,118 @@
+"""The model card: the JSON document that travels beside a weights file.
+
+A card says everything needed to rebuild, verify and feed a model: which
+architecture with which arguments, what the input must look like, what the
+labels mean, how it was trained and how well it did. Preprocessing is derived
+from the card's input spec, so serving sees images exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.errors import CardError
+
+CARD_SUFFIX = ".json"
+WeightsFormat = Literal["state_dict", "torchscript", "export"]
+ResizePolicy = Literal["resize", "resize_center_crop"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What the network expects: a [channels, height, width] float tensor."""
+
+    channels: Literal[1, 3] = Field(description="1 for grey-scale, 3 for RGB")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    resize: ResizePolicy = Field(
+        default="resize",
+        description="'resize': scale straight to height x width; "
+        "'resize_center_crop': scale the short side to resize_size, then crop the centre",
+    )
+    resize_size: int | None = Field(default=None, gt=0)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    invert: bool = Field(
+        default=False,
+        description="invert grey levels (dark-on-light drawings for a light-on-dark model)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError("mean and std need one value per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        if self.resize == "resize_center_crop" and self.resize_size is None:
+            raise ValueError("resize_center_crop needs resize_size")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+class Architecture(_Strict):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Training(_Strict):
+    data: str
+    split: str
+    seed: int
+    epochs: int | None = None
+    notes: str | None = None
+
+
+class Metrics(_Strict):
+    accuracy: float = Field(ge=0.0, le=1.0)
+    per_class_accuracy: dict[str, float] = Field(default_factory=dict)
+    evaluated_on: str | None = None
+
+
+class ModelCard(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: str = "1"
+    architecture: Architecture
+    labels: tuple[str, ...] = Field(min_length=1)
+    input: InputSpec
+    weights_file: str
+    weights_format: WeightsFormat = "state_dict"
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    training: Training | None = None
+    metrics: Metrics | None = None
+    torch_version: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise CardError(f"model card not found: {path}") from exc
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CardError(f"model card {path} is not readable JSON: {exc}") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise CardError(f"model card {path} is invalid: {problems}") from exc

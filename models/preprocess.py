@@ -1,0 +1,97 @@
+"""The one preprocessing implementation: PIL image -> normalized [C,H,W] tensor.
+
+Training, evaluation, the Python API and the service all call this, built from
+the card's input spec, so the service sees every image exactly as training did.
+It is split in two steps so callers that already hold uint8 pixels (a tensor
+sent over the V2 protocol, say) share the normalization arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image, ImageOps
+
+from models.card import InputSpec
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float grey images: scale to 0..255 instead of letting PIL clip them."""
+    if image.mode not in _SIXTEEN_BIT_MODES:
+        return image
+    pixels = np.asarray(image, dtype=np.float32)
+    top = 1.0 if image.mode == "F" else 65535.0
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8))
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparent images onto white, the way a viewer shows them."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image
+
+
+class Preprocessor:
+    """Turns any PIL image into the tensor the model's card describes."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self._mode = "L" if spec.channels == 1 else "RGB"
+        std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+        mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+        # (x / 255 - mean) / std, folded into one multiply-add.
+        self._scale = torch.from_numpy(1.0 / (255.0 * std))
+        self._offset = torch.from_numpy(-mean / std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(torch.from_numpy(self.to_uint8(image)))
+
+    def to_uint8(self, image: Image.Image) -> NDArray[np.uint8]:
+        """Orient, convert and resize: the [C,H,W] uint8 pixels the model will see."""
+        image = ImageOps.exif_transpose(image)
+        image = _flatten_alpha(_to_8bit(image))
+        if image.mode != self._mode:
+            image = image.convert(self._mode)
+        image = self._resize(image)
+        pixels = np.asarray(image, dtype=np.uint8)
+        if self.spec.invert:
+            pixels = 255 - pixels
+        if pixels.ndim == 2:
+            return pixels[np.newaxis, :, :].copy()
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., C, H, W] -> float32 normalized, for one image or a batch."""
+        return pixels.to(torch.float32).mul_(self._scale).add_(self._offset)
+
+    @property
+    def normalize_scale(self) -> torch.Tensor:
+        """[C,1,1] multiplier of uint8 pixels; with normalize_offset, the whole normalization."""
+        return self._scale
+
+    @property
+    def normalize_offset(self) -> torch.Tensor:
+        return self._offset
+
+    def _resize(self, image: Image.Image) -> Image.Image:
+        spec = self.spec
+        if spec.resize == "resize_center_crop":
+            target_short = spec.resize_size or min(spec.height, spec.width)
+            width, height = image.size
+            scale = target_short / min(width, height)
+            new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            if new_size != image.size:
+                image = image.resize(new_size, Image.Resampling.BILINEAR)
+            left = (image.width - spec.width) // 2
+            top = (image.height - spec.height) // 2
+            return image.crop((left, top, left + spec.width, top + spec.height))
+        if image.size != (spec.width, spec.height):
+            image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        return image

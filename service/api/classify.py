@@ -1,0 +1,55 @@
+"""Classification: top-k labels for one or many images per request."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.api.deps import DeadlineDep, DefaultModelDep, NamedModelDep, StateDep, TopKQuery
+from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY, ClassifyResponse
+from service.inference import classify_images
+from service.registry import ServedModel
+from service.responses import json_response
+
+router = APIRouter(prefix="/v1", tags=["classification"])
+
+
+async def _classify(
+    request: Request, state: StateDep, served: ServedModel, top_k: int, deadline: float
+) -> Response:
+    body = await classify_images(request, state, served, top_k=top_k, deadline=deadline)
+    return json_response(body)
+
+
+@router.post(
+    "/classify",
+    summary="Classify images with the default model",
+    response_model=ClassifyResponse,
+    responses=IMAGE_PROBLEM_RESPONSES,
+    openapi_extra=IMAGE_REQUEST_BODY,
+)
+async def classify_default(
+    request: Request,
+    state: StateDep,
+    served: DefaultModelDep,
+    deadline: DeadlineDep,
+    top_k: TopKQuery = 5,
+) -> Response:
+    return await _classify(request, state, served, top_k, deadline)
+
+
+@router.post(
+    "/models/{name}/classify",
+    summary="Classify images with a named model",
+    response_model=ClassifyResponse,
+    responses=IMAGE_PROBLEM_RESPONSES,
+    openapi_extra=IMAGE_REQUEST_BODY,
+)
+async def classify_named(
+    request: Request,
+    state: StateDep,
+    served: NamedModelDep,
+    deadline: DeadlineDep,
+    top_k: TopKQuery = 5,
+) -> Response:
+    return await _classify(request, state, served, top_k, deadline)

@@ -1,0 +1,60 @@
+"""Dependencies shared by the routers, as Annotated aliases that keep the routes short."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+
+from service.errors import NotReady
+from service.registry import ModelRegistry, ServedModel
+from service.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.state.app_state
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_registry(state: StateDep) -> ModelRegistry:
+    return state.registry
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+def _serving(registry: ModelRegistry) -> ModelRegistry:
+    if not registry.serving:
+        raise NotReady("the server is " + ("shutting down" if registry.draining else "starting"))
+    return registry
+
+
+def named_model(
+    registry: RegistryDep, name: Annotated[str, Path(description="a served model's name")]
+) -> ServedModel:
+    return _serving(registry).get(name)
+
+
+def default_model(registry: RegistryDep) -> ServedModel:
+    return _serving(registry).get(None)
+
+
+NamedModelDep = Annotated[ServedModel, Depends(named_model)]
+DefaultModelDep = Annotated[ServedModel, Depends(default_model)]
+
+
+def request_deadline(state: StateDep) -> float:
+    """Monotonic time by which the request must be answered."""
+    return time.monotonic() + state.settings.request_timeout_s
+
+
+DeadlineDep = Annotated[float, Depends(request_deadline)]
+
+TopKQuery = Annotated[
+    int,
+    Query(ge=1, le=100_000, description="labels per image, best first (at most the class count)"),
+]

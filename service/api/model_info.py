@@ -1,0 +1,27 @@
+"""Model metadata: /v1/models and /v1/models/{name}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import NamedModelDep, RegistryDep
+from service.api.schemas import PROBLEM_RESPONSES, ModelList, ModelMetadata
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models", response_model=ModelList, summary="Every served model's metadata")
+async def list_models(registry: RegistryDep) -> dict[str, Any]:
+    return {"models": [served.metadata() for served in registry.models.values()]}
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelMetadata,
+    responses=PROBLEM_RESPONSES,
+    summary="One model's metadata: card, input spec, device, dtype, batching",
+)
+async def get_model(served: NamedModelDep) -> dict[str, Any]:
+    return served.metadata()

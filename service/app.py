@@ -1,0 +1,83 @@
+"""The application factory: `create_app(settings)` builds everything; nothing exists at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import classify, health, model_info
+from service.loading import configured_models, load_served_model
+from service.middleware import BodySizeLimit
+from service.pipeline import ImagePipeline
+from service.problems import install_problem_handlers
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.state import AppState
+
+log = logging.getLogger("service.app")
+
+
+async def _load_models(state: AppState) -> None:
+    settings = state.settings
+    for spec in configured_models(settings):
+        served = await asyncio.to_thread(load_served_model, spec, settings)
+        state.registry.add(served)
+        served.batcher.start()
+    if settings.default_model:
+        state.registry.default_name = settings.default_model
+    state.registry.ready = True
+
+
+async def _drain(state: AppState) -> None:
+    state.registry.draining = True
+    grace = state.settings.shutdown_grace_s
+    for served in state.registry.models.values():
+        finished = await asyncio.to_thread(served.batcher.stop, grace)
+        if not finished:
+            log.warning(
+                "batcher did not drain within the grace period", extra={"model": served.name}
+            )
+    state.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    torch.set_num_threads(settings.torch_threads)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        executor = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+        state = AppState(
+            settings=settings,
+            registry=ModelRegistry(),
+            executor=executor,
+            pipeline=ImagePipeline(
+                executor, workers=settings.preprocess_workers, max_pixels=settings.max_image_pixels
+            ),
+        )
+        try:
+            await _load_models(state)
+            log.info("ready", extra={"models": sorted(state.registry.models)})
+            yield {"app_state": state}
+        finally:
+            await _drain(state)
+
+    app = FastAPI(
+        title="cnn-serve",
+        version=__version__,
+        description="Serves PyTorch CNN image classifiers: dynamic batching on CPU or GPU, "
+        "top-k classification, and feature maps of every convolution layer.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(model_info.router)
+    app.include_router(classify.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,71 @@
+"""cnn-serve: start the HTTP service.
+
+Flags override the CNN_* environment variables, which override the defaults.
+A bad setting or a model that cannot be loaded ends the process with one line
+naming the cause and a non-zero exit code; the server never starts half-ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnn-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", help="address to listen on (CNN_HOST; default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (CNN_PORT; default 8000)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve this checkpoint under NAME; repeatable (CNN_MODELS; default: mnist-cnn)",
+    )
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (CNN_DEVICE)")
+    parser.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (CNN_PRECISION)")
+    return parser
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "models": args.model,
+            "device": args.device,
+            "precision": args.precision,
+        }.items()
+        if value is not None
+    }
+    return Settings(**overrides)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        parts.append(f"CNN_{field.upper()}: {error['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except ValidationError as exc:
+        print(f"cnn-serve: {_settings_error(exc)}", file=sys.stderr)
+        return 2
+    from service.server import serve  # after settings: importing torch takes a moment
+
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Service errors: each carries its HTTP status and a stable machine-readable code.
+
+One handler on the base class turns any of them into an RFC 9457
+problem+json response (see service/problems.py); unexpected exceptions
+become a generic 500 whose details stay in the server log.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class InvalidImage(ServiceError):
+    status, code, title = 400, "invalid_image", "The body is not a readable image"
+
+
+class InvalidBody(ServiceError):
+    status, code, title = 400, "invalid_body", "The request body is malformed"
+
+
+class InvalidParameter(ServiceError):
+    status, code, title = 422, "invalid_parameter", "A parameter is out of range or malformed"
+
+
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "A valid API key is required"
+
+
+class UnknownModel(ServiceError):
+    status, code, title = 404, "unknown_model", "No model by that name is served"
+
+
+class UnknownLayer(ServiceError):
+    status, code, title = 404, "unknown_layer", "The model has no feature-map layer by that name"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, title = 413, "payload_too_large", "The request body is over the size limit"
+
+
+class TooManyImages(ServiceError):
+    status, code, title = 413, "too_many_images", "The request carries more images than allowed"
+
+
+class ImageTooLarge(ServiceError):
+    status, code, title = 413, "image_too_large", "The image has more pixels than allowed"
+
+
+class ResponseTooLarge(ServiceError):
+    status, code, title = 413, "response_too_large", "The response would be over the size limit"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code, title = 415, "unsupported_media_type", "The Content-Type is not accepted here"
+
+
+class Overloaded(ServiceError):
+    status, code, title = 503, "overloaded", "The server is at capacity; retry shortly"
+
+
+class NotReady(ServiceError):
+    status, code, title = 503, "not_ready", "The server is starting or shutting down"
+
+
+class RequestTimeout(ServiceError):
+    status, code, title = 504, "timeout", "The request waited past its deadline"
+
+
+class InferenceFailed(ServiceError):
+    status, code, title = 500, "inference_failed", "The model failed on this input"

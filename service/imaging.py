@@ -1,0 +1,45 @@
+"""Decoding image bytes into a PIL image, safely.
+
+The pixel limit is checked from the header, before any pixel is decoded, so a
+small file that claims 20000x20000 pixels costs nothing. Multi-frame files
+(GIF, TIFF) give their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import ImageTooLarge, InvalidImage
+
+# We enforce our own limit (max_image_pixels) before decoding; PIL's global one would
+# raise its own error type, or only warn, at a different threshold.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, *, max_pixels: int, index: int = 0) -> Image.Image:
+    where = f"image {index}"
+    if not data:
+        raise InvalidImage(f"{where} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd-but-readable files (EXIF, palettes)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"{where} is {width}x{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels} (CNN_MAX_IMAGE_PIXELS)"
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+    except ImageTooLarge:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"{where} is not in a supported image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise InvalidImage(f"{where} could not be decoded (truncated or corrupt): {exc}") from exc
+    return image

@@ -1,0 +1,48 @@
+"""The use cases behind the endpoints: read images, prepare them, batch, answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from service.batching import ItemResult
+from service.errors import InvalidParameter
+from service.inputs import read_images
+from service.predictions import top_k as rank_top_k
+from service.registry import ServedModel
+from service.state import AppState
+
+
+async def run_images(
+    request: Request,
+    state: AppState,
+    served: ServedModel,
+    *,
+    deadline: float,
+    capture: frozenset[str] = frozenset(),
+) -> ItemResult:
+    """Read, decode and preprocess the request's images, then run them through the batcher."""
+    with served.batcher.incoming():
+        images = await read_images(request, max_images=state.settings.max_images_per_request)
+        prepared = await state.pipeline.prepare(served.loaded.preprocess, images)
+    request.state.preprocess_s = prepared.seconds
+    result = await served.batcher.submit(prepared.pixels, deadline=deadline, capture=capture)
+    request.state.queue_wait_s = result.queue_wait_s
+    request.state.inference_s = result.inference_s
+    request.state.batch_size = result.batch_size
+    request.state.images = int(prepared.pixels.shape[0])
+    return result
+
+
+async def classify_images(
+    request: Request, state: AppState, served: ServedModel, *, top_k: int, deadline: float
+) -> dict[str, Any]:
+    classes = served.loaded.card.num_classes
+    if top_k > classes:
+        raise InvalidParameter(f"top_k must be between 1 and {classes} (the class count)")
+    result = await run_images(request, state, served, deadline=deadline)
+    return {
+        "model": served.name,
+        "predictions": rank_top_k(result.probabilities, served.loaded.card.labels, top_k),
+    }

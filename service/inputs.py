@@ -1,0 +1,95 @@
+"""Reading the images out of a request body: raw bytes, multipart, or JSON.
+
+The body forms accepted by every image endpoint:
+- the raw bytes of one image (Content-Type image/* or application/octet-stream);
+- multipart/form-data where every file part is an image, in order;
+- JSON {"images": ["<base64 or data: URL>", ...]}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from service.errors import InvalidBody, ServiceError, TooManyImages, UnsupportedMediaType
+
+IMAGE_MEDIA_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/bmp",
+    "image/gif",
+    "image/tiff",
+    "application/octet-stream",
+)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_images(request: Request, *, max_images: int) -> list[bytes]:
+    kind = media_type(request)
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return [await request.body()]
+    if kind == "multipart/form-data":
+        return await _multipart_images(request, max_images)
+    if kind == "application/json":
+        return _json_images(await request.body(), max_images)
+    accepted = ", ".join((*IMAGE_MEDIA_TYPES, "multipart/form-data", "application/json"))
+    shown = kind or "none"
+    raise UnsupportedMediaType(f"Content-Type {shown!r} is not accepted; use one of: {accepted}")
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count > max_images:
+        raise TooManyImages(
+            f"{count} images in one request; the limit is {max_images} (CNN_MAX_IMAGES_PER_REQUEST)"
+        )
+    if count == 0:
+        raise InvalidBody("the request carries no image")
+
+
+async def _multipart_images(request: Request, max_images: int) -> list[bytes]:
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
+    except ServiceError:
+        raise
+    except Exception as exc:  # starlette raises its own and python-multipart's errors
+        raise InvalidBody(f"malformed multipart body: {exc}") from exc
+    try:
+        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        _check_count(len(files), max_images)
+        return [await upload.read() for upload in files]
+    finally:
+        await form.close()
+
+
+def _decode_b64(text: Any, index: int) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidBody(f"images[{index}] must be a base64 string or a data: URL")
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidBody(f"images[{index}] is a data: URL without ';base64,'")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidBody(f"images[{index}] is not valid base64: {exc}") from exc
+
+
+def _json_images(body: bytes, max_images: int) -> list[bytes]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"malformed JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
+        raise InvalidBody('expected a JSON object {"images": ["<base64>", ...]}')
+    images = document["images"]
+    _check_count(len(images), max_images)
+    return [_decode_b64(text, i) for i, text in enumerate(images)]

@@ -1,0 +1,59 @@
+"""Start-up: turn the configured checkpoints into warmed-up, batching served models."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+import models
+from service.batching import Batcher, BatchObserver, warm_up_sizes
+from service.devices import plan_for
+from service.engine import Engine
+from service.registry import ServedModel
+from service.settings import ModelSpec, Settings
+
+log = logging.getLogger("service.loading")
+
+
+def configured_models(settings: Settings) -> list[ModelSpec]:
+    if settings.models:
+        return list(settings.models)
+    return [ModelSpec(name=models.DEFAULT_MODEL_NAME, path=models.default_model_path())]
+
+
+def load_served_model(
+    spec: ModelSpec, settings: Settings, observer: BatchObserver | None = None
+) -> ServedModel:
+    """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable."""
+    started = time.monotonic()
+    plan = plan_for(settings.device, settings.precision)
+    loaded = models.load(spec.path)
+    engines = [Engine(loaded, plan) for _ in range(settings.instances)]
+    if plan.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sizes = warm_up_sizes(settings.max_batch_size)
+    for engine in engines:
+        engine.warm_up(sizes)
+    batcher = Batcher(
+        spec.name,
+        engines,
+        max_batch_size=settings.max_batch_size,
+        max_delay_s=settings.max_batch_delay_s,
+        max_queue_images=settings.max_queue_size,
+        observer=observer,
+    )
+    log.info(
+        "model ready",
+        extra={
+            "model": spec.name,
+            "path": str(loaded.path),
+            "device": str(plan.device),
+            "dtype": plan.dtype_name,
+            "instances": settings.instances,
+            "warm_up_batches": sizes,
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
+    return ServedModel(name=spec.name, loaded=loaded, plan=plan, batcher=batcher)

@@ -1,0 +1,63 @@
+"""The served models: each one's checkpoint, device plan, engines and batcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models import LoadedModel
+from service.batching import Batcher
+from service.devices import DevicePlan
+from service.errors import UnknownModel
+
+
+@dataclass
+class ServedModel:
+    name: str
+    loaded: LoadedModel
+    plan: DevicePlan
+    batcher: Batcher
+
+    def metadata(self) -> dict[str, Any]:
+        card = self.loaded.card
+        return {
+            "name": self.name,
+            "version": card.version,
+            "architecture": card.architecture.name,
+            "labels": list(card.labels),
+            "input": card.input.model_dump(mode="json"),
+            "parameters": self.loaded.parameter_count,
+            "device": str(self.plan.device),
+            "dtype": self.plan.dtype_name,
+            "batching": {
+                "max_batch_size": self.batcher.max_batch_size,
+                "max_batch_delay_ms": self.batcher.max_delay_s * 1000.0,
+                "max_queue_size": self.batcher.max_queue_images,
+            },
+            "metrics": card.metrics.model_dump(mode="json") if card.metrics else None,
+            "weights_sha256": card.weights_sha256,
+        }
+
+
+@dataclass
+class ModelRegistry:
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    default_name: str | None = None
+    ready: bool = False
+    draining: bool = False
+
+    def add(self, served: ServedModel) -> None:
+        self.models[served.name] = served
+        if self.default_name is None:
+            self.default_name = served.name
+
+    def get(self, name: str | None = None) -> ServedModel:
+        key = name if name is not None else self.default_name
+        if key is None or key not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise UnknownModel(f"no model named {key!r} is served; served models: {known}")
+        return self.models[key]
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and not self.draining

@@ -1,0 +1,128 @@
+"""Service settings: environment variables prefixed CNN_, or cnn-serve flags.
+
+Every field is documented; the README's settings table is written from these
+descriptions. Invalid values fail at start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class ModelSpec(BaseModel):
+    """One served model: the name it is served under and its checkpoint path."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    path: Path
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"expected NAME=PATH, got {text!r}")
+        return cls(name=name.strip(), path=Path(path.strip()))
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CNN_", extra="ignore", validate_default=True)
+
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    models: Annotated[list[ModelSpec], NoDecode] = Field(
+        default_factory=list,
+        description="models to serve, NAME=PATH[,NAME=PATH...]; empty: the shipped mnist-cnn",
+    )
+    default_model: str | None = Field(
+        None, description="model answering /v1/classify (default: the first configured)"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto | cpu | cuda | cuda:N"
+    )
+    precision: Precision = Field(
+        "auto", description="auto (fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16"
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass, at most")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="longest wait for more requests while others are arriving"
+    )
+    max_queue_size: int = Field(
+        1024, ge=1, description="images waiting for a batch, at most; beyond it: 503 overloaded"
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival to answer: 504")
+    instances: int = Field(1, ge=1, le=64, description="model instances (worker threads) per model")
+    torch_threads: int = Field(
+        default_factory=_default_threads, ge=1, description="torch intra-op threads"
+    )
+    preprocess_workers: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        description="threads decoding and preprocessing images",
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="request body size limit")
+    max_images_per_request: int = Field(256, ge=1, description="images in one request, at most")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="pixels in one image, at most (checked before decoding)"
+    )
+    api_key: SecretStr | None = Field(None, description="require 'Authorization: Bearer <key>'")
+    api_key_file: Path | None = Field(None, description="read the API key from this file")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve /metrics on this port instead of the main one"
+    )
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, description="on SIGTERM, time to finish queued and in-flight requests"
+    )
+    ui: bool = Field(True, description="serve the feature-map debugging page at /")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS (comma-separated); empty: off"
+    )
+    temp_dir: Path | None = Field(None, description="the only place the service may write")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [ModelSpec.parse(part) for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return [ModelSpec.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        names = [spec.name for spec in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: duplicate model names in {names}")
+        if self.default_model is not None and self.models and self.default_model not in names:
+            raise ValueError(f"default_model: {self.default_model!r} is not among models {names}")
+        if self.api_key_file is not None and self.api_key is None:
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"api_key_file: cannot read {self.api_key_file}: {exc}") from exc
+            if not key:
+                raise ValueError(f"api_key_file: {self.api_key_file} is empty")
+            self.api_key = SecretStr(key)
+        return self
+
+    @property
+    def max_batch_delay_s(self) -> float:
+        return self.max_batch_delay_ms / 1000.0
