@@ -160,7 +160,9 @@ def load(path: str | Path) -> LoadedModel:
         raise ModelLoadError(
             f"cannot read weights {weights_path}: {type(exc).__name__}: {exc}"
         ) from exc
-    if card.weights_format != "export":  # exported programs are frozen in the mode they were exported in
+    if (
+        card.weights_format != "export"
+    ):  # exported programs are frozen in the mode they were exported in
         module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)

@@ -8,7 +8,14 @@ import torch
 from PIL import Image
 
 import models
-from models import CardError, InputSpec, IntegrityError, ModelLoadError, build_model, save_checkpoint
+from models import (
+    CardError,
+    InputSpec,
+    IntegrityError,
+    ModelLoadError,
+    build_model,
+    save_checkpoint,
+)
 
 SPEC = InputSpec(channels=1, height=28, width=28, mean=(0.5,), std=(0.25,))
 LABELS = tuple("abc")
@@ -18,7 +25,12 @@ def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
     module = build_model("mnist_cnn", num_classes=3, in_channels=1).eval()
     card_path = save_checkpoint(
-        module, out_dir=tmp_path, name="tiny", labels=LABELS, input_spec=SPEC, architecture="mnist_cnn"
+        module,
+        out_dir=tmp_path,
+        name="tiny",
+        labels=LABELS,
+        input_spec=SPEC,
+        architecture="mnist_cnn",
     )
     return card_path, module
 

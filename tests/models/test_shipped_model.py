@@ -11,7 +11,9 @@ def test_shipped_model_reaches_target_accuracy(digits: Digits) -> None:
     loaded = models.load(models.default_model_path())
     assert loaded.card.name == "mnist-cnn"
     assert loaded.card.labels == tuple(str(d) for d in range(10))
-    result = evaluate(loaded.module, loaded.preprocess, digits.images, digits.labels, loaded.card.labels)
+    result = evaluate(
+        loaded.module, loaded.preprocess, digits.images, digits.labels, loaded.card.labels
+    )
     assert len(digits.labels) == 1000
     assert result.accuracy >= 0.975
     # the card's recorded metric is honest: it equals what we just measured

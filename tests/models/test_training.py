@@ -5,8 +5,8 @@ import numpy as np
 from models import build_model
 from models.data import DEFAULT_SEED, mnist_split, stratified_indices
 from models.evaluate import evaluate
-from models.train import MNIST_INPUT, MNIST_LABELS, TrainConfig, train
 from models.preprocess import Preprocessor
+from models.train import MNIST_INPUT, MNIST_LABELS, TrainConfig, train
 
 
 def test_split_is_stratified_seeded_and_disjoint() -> None:

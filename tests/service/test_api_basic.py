@@ -59,8 +59,16 @@ async def test_three_body_forms_agree_with_in_process_predictions(
 
 async def test_client_errors_are_problem_json(client: httpx.AsyncClient, digits: Digits) -> None:
     cases = [
-        (dict(content=b"not an image", headers={"content-type": "image/png"}), 400, "invalid_image"),
-        (dict(content=digits.png(0), headers={"content-type": "text/plain"}), 415, "unsupported_media_type"),
+        (
+            dict(content=b"not an image", headers={"content-type": "image/png"}),
+            400,
+            "invalid_image",
+        ),
+        (
+            dict(content=digits.png(0), headers={"content-type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
         (dict(json={"images": ["***"]}), 400, "invalid_body"),
         (dict(json={"images": []}), 400, "invalid_body"),
     ]
@@ -70,18 +78,26 @@ async def test_client_errors_are_problem_json(client: httpx.AsyncClient, digits:
         assert response.json()["code"] == code
     for top_k in (0, 11):
         response = await client.post(
-            f"/v1/classify?top_k={top_k}", content=digits.png(0), headers={"content-type": "image/png"}
+            f"/v1/classify?top_k={top_k}",
+            content=digits.png(0),
+            headers={"content-type": "image/png"},
         )
         assert response.status_code == 422
         assert response.json()["code"] == "invalid_parameter"
 
 
-async def test_body_limit_and_image_count_limit(app_client: AppClientFactory, digits: Digits) -> None:
+async def test_body_limit_and_image_count_limit(
+    app_client: AppClientFactory, digits: Digits
+) -> None:
     async with app_client(max_body_bytes=2048, max_images_per_request=2) as client:
-        big = await client.post("/v1/classify", content=b"x" * 4096, headers={"content-type": "image/png"})
+        big = await client.post(
+            "/v1/classify", content=b"x" * 4096, headers={"content-type": "image/png"}
+        )
         assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
         files = [("images", (f"{i}.png", digits.png(i), "image/png")) for i in range(3)]
         many = await client.post("/v1/classify", files=files)
         assert many.status_code == 413 and many.json()["code"] == "too_many_images"
-        ok = await client.post("/v1/classify", content=digits.png(0), headers={"content-type": "image/png"})
+        ok = await client.post(
+            "/v1/classify", content=digits.png(0), headers={"content-type": "image/png"}
+        )
         assert ok.status_code == 200
