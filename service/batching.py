@@ -83,6 +83,13 @@ class ItemResult:
 
 
 @dataclass(eq=False)
+class Arrival:
+    """A request announced as incoming; consumed when it is queued (or refused)."""
+
+    consumed: bool = False
+
+
+@dataclass(eq=False)
 class _WorkItem:
     pixels: torch.Tensor
     capture: frozenset[str]
@@ -154,25 +161,36 @@ class Batcher:
             return not self._queue and self._busy_workers == 0
 
     @contextlib.contextmanager
-    def incoming(self) -> Iterator[None]:
-        """Mark a request as on its way (being decoded), so a worker may wait for it."""
+    def incoming(self) -> Iterator[Arrival]:
+        """Mark a request as on its way (being decoded), so a worker may wait for it.
+
+        Pass the yielded ticket to `submit`: the request stops counting as incoming in
+        the same locked step that queues it, so a worker never sees it in neither place.
+        """
+        ticket = Arrival()
         with self._cond:
             self._incoming += 1
         try:
-            yield
+            yield ticket
         finally:
-            with self._cond:
-                self._incoming -= 1
-                self._cond.notify_all()
+            if not ticket.consumed:
+                with self._cond:
+                    self._incoming -= 1
+                    self._cond.notify_all()
 
     async def submit(
-        self, pixels: torch.Tensor, *, deadline: float, capture: frozenset[str] = frozenset()
+        self,
+        pixels: torch.Tensor,
+        *,
+        deadline: float,
+        capture: frozenset[str] = frozenset(),
+        arrival: Arrival | None = None,
     ) -> ItemResult:
         """Queue [N,C,H,W] pixels; answer when their batch has run. Splits N > max batch size."""
         loop = asyncio.get_running_loop()
         chunks = list(torch.split(pixels, self.max_batch_size)) if pixels.shape[0] else [pixels]
         items = [_WorkItem(c, capture, deadline, loop.create_future(), loop) for c in chunks]
-        self._enqueue(items)
+        self._enqueue(items, arrival)
         futures = [item.future for item in items]
         try:
             async with asyncio.timeout_at(self._loop_deadline(loop, deadline)):
@@ -186,9 +204,13 @@ class Batcher:
                 future.cancel()  # a no-op for the settled; drops the rest from their batch
         return results[0] if len(results) == 1 else _concat(results)
 
-    def _enqueue(self, items: list[_WorkItem]) -> None:
+    def _enqueue(self, items: list[_WorkItem], arrival: Arrival | None) -> None:
         count = sum(item.size for item in items)
         with self._cond:
+            if arrival is not None and not arrival.consumed:
+                arrival.consumed = True
+                self._incoming -= 1
+                self._cond.notify_all()
             if not self._accepting:
                 raise NotReady("the server is shutting down")
             if self._queued_images + count > self.max_queue_images:

@@ -23,11 +23,13 @@ async def run_images(
     capture: frozenset[str] = frozenset(),
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
-    with served.batcher.incoming():
+    with served.batcher.incoming() as arrival:
         images = await read_images(request, max_images=state.settings.max_images_per_request)
         prepared = await state.pipeline.prepare(served.loaded.preprocess, images)
-    request.state.preprocess_s = prepared.seconds
-    result = await served.batcher.submit(prepared.pixels, deadline=deadline, capture=capture)
+        request.state.preprocess_s = prepared.seconds
+        result = await served.batcher.submit(
+            prepared.pixels, deadline=deadline, capture=capture, arrival=arrival
+        )
     request.state.queue_wait_s = result.queue_wait_s
     request.state.inference_s = result.inference_s
     request.state.batch_size = result.batch_size
