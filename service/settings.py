@@ -47,10 +47,10 @@ class Settings(BaseSettings):
         None, description="model answering /v1/classify (default: the first configured)"
     )
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto | cpu | cuda | cuda:N"
+        "auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N (auto: CUDA when available)"
     )
     precision: Precision = Field(
-        "auto", description="auto (fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16"
+        "auto", description="auto, fp32, fp16 or bf16 (auto: fp16 autocast on CUDA, fp32 on CPU)"
     )
     max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass, at most")
     max_batch_delay_ms: float = Field(
