@@ -18,6 +18,7 @@ from service.middleware import BodySizeLimit
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
+from service.security import install_security
 from service.settings import Settings
 from service.state import AppState
 
@@ -62,7 +63,11 @@ def create_app(settings: Settings) -> FastAPI:
             ),
         )
         try:
-            await _load_models(state)
+            try:
+                await _load_models(state)
+            except Exception as exc:
+                app.state.startup_error = exc  # serve() reports it in one line
+                raise
             log.info("ready", extra={"models": sorted(state.registry.models)})
             yield {"app_state": state}
         finally:
@@ -80,4 +85,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(model_info.router)
     app.include_router(classify.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    install_security(app, settings)  # outermost: refused requests never reach the body
     return app

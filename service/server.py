@@ -6,14 +6,42 @@ import logging
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from models import ModelLoadError
 from service.app import create_app
 from service.devices import DeviceUnavailable
 from service.logs import configure_logging
 from service.settings import Settings
+from service.shutdown import GracefulServer
 
 log = logging.getLogger("service.server")
+
+# Causes whose message already names the file or setting at fault: a traceback adds nothing.
+KNOWN_STARTUP_ERRORS = (ModelLoadError, DeviceUnavailable)
+
+
+class _QuietKnownStartupFailure(logging.Filter):
+    """Drop uvicorn's lifespan traceback when the cause is a known one, reported in one line."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = getattr(self.app.state, "startup_error", None)
+        return not (
+            isinstance(error, KNOWN_STARTUP_ERRORS) and record.getMessage().startswith("Traceback")
+        )
+
+
+def _startup_failure(app: FastAPI) -> str:
+    error = getattr(app.state, "startup_error", None)
+    if error is None:
+        return "the application failed during start-up (see the log above)"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if isinstance(error, KNOWN_STARTUP_ERRORS) else f"{type(error).__name__}: {text}"
 
 
 def serve(settings: Settings) -> int:
@@ -28,14 +56,16 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, drain_s=settings.shutdown_drain_s)
+    quiet = _QuietKnownStartupFailure(app)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
         server.run()
-    except (ModelLoadError, DeviceUnavailable) as exc:
-        print(f"cnn-serve: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except SystemExit:  # uvicorn exits this way when start-up fails
+        pass
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
     if not server.started:
-        # uvicorn logs the lifespan failure itself and returns; never report success then.
-        print("cnn-serve: cannot start: the application failed during start-up", file=sys.stderr)
+        print(f"cnn-serve: cannot start: {_startup_failure(app)}", file=sys.stderr)
         return 1
     return 0

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         25.0, ge=0, description="on SIGTERM, time to finish queued and in-flight requests"
     )
+    shutdown_drain_s: float = Field(
+        2.0,
+        ge=0,
+        description="on SIGTERM, time /readyz answers 503 while new connections are still "
+        "accepted, before the listener closes",
+    )
     ui: bool = Field(True, description="serve the feature-map debugging page at /")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS (comma-separated); empty: off"

@@ -1,0 +1,136 @@
+"""Security at the edge: the optional API key, response security headers, and CORS.
+
+All three are pure ASGI middleware keyed on the request path, so a router added
+later is covered without knowing about them: every path under a protected prefix
+needs the key, every response gets the headers.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import Unauthorized
+from service.problems import service_error_response
+from service.settings import Settings
+
+# The inference and model APIs; health, readiness, metrics, the docs and the page stay open.
+PROTECTED_PREFIXES = ("/v1", "/v2")
+
+# Headers sent on every response: no MIME sniffing, no framing, no referrer leaks.
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+# HTML pages ship their scripts and styles as files (nothing inline) and show images
+# fetched with the key as blob: URLs; nothing else is allowed to run or load.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+# FastAPI's interactive docs load Swagger UI / ReDoc from a CDN with an inline script:
+# they keep the common headers but cannot live under the page policy.
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def _is_protected(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
+def _bearer_token(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+class ApiKeyAuth:
+    """Require `Authorization: Bearer <key>` on every path under the protected prefixes.
+
+    The key is compared with hmac.compare_digest, whose time does not depend on
+    where the first differing byte is. The body is never read before the check.
+    CORS preflights (OPTIONS) carry no credentials by design and pass through.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, key: str, prefixes: Iterable[str] = PROTECTED_PREFIXES
+    ) -> None:
+        self.app = app
+        self._key = key.encode("utf-8")
+        self._prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] == "OPTIONS"
+            or not _is_protected(scope["path"], self._prefixes)
+        ):
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token is not None and hmac.compare_digest(token, self._key):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="cnn-serve"'
+        if token is None:
+            error = Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        else:
+            error = Unauthorized("the API key is not valid")
+            challenge += ', error="invalid_token"'
+        error.headers["WWW-Authenticate"] = challenge
+        await service_error_response(error)(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Add the common security headers to every response, and a CSP to HTML pages."""
+
+    def __init__(self, app: ASGIApp, *, exempt_from_csp: Iterable[str] = DOCS_PATHS) -> None:
+        self.app = app
+        self._exempt = tuple(exempt_from_csp)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        page_policy = not _is_protected(scope["path"], self._exempt)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in COMMON_HEADERS.items():
+                    headers.setdefault(name, value)
+                is_html = headers.get("content-type", "").startswith("text/html")
+                if is_html and page_policy:
+                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Add the middleware; call after every other middleware so these run first."""
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)

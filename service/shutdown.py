@@ -1,0 +1,61 @@
+"""Graceful shutdown: drain, finish the accepted requests, exit 0.
+
+On SIGTERM (or SIGINT) the server
+1. marks the registry draining at once, so /readyz answers 503 and load balancers
+   stop routing here, while the listener keeps accepting for `drain_s` so that
+   requests already routed here are answered (503 not_ready) instead of refused;
+2. then lets uvicorn close the listener and wait for the connections in flight,
+   whose queued and running requests complete, for at most the grace period;
+3. then runs the app's shutdown (the batchers finish what is queued) and returns,
+   so the process exits 0.
+
+A second signal skips the rest of the drain window; a SIGINT after that forces the
+exit, as in plain uvicorn. uvicorn re-raises the signals it captured once it has
+shut down, which would end the process by the signal instead of exiting 0; signals
+handled here are therefore not recorded for re-raising.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from service.state import AppState
+
+log = logging.getLogger("service.shutdown")
+
+
+class GracefulServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it runs on the main thread between two bytecodes of the
+        # event loop, so it only sets flags that the loop reads on its next tick.
+        if self.drain_until is None:
+            self.drain_until = time.monotonic() + self.drain_s
+            self._mark_draining()
+            log.info("draining", extra={"signal": signal.Signals(sig).name, "seconds": self.drain_s})
+            return
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    def _mark_draining(self) -> None:
+        lifespan = getattr(self, "lifespan", None)  # set once serving has begun
+        state = lifespan.state.get("app_state") if lifespan is not None else None
+        if isinstance(state, AppState):
+            state.registry.draining = True
+        else:  # still starting: nothing to drain, stop at once
+            self.should_exit = True
