@@ -5,6 +5,13 @@ pixels or already-normalized float32), is moved to the device, normalized,
 run under inference_mode (and autocast when a reduced precision is chosen),
 and comes back as float32 NumPy arrays. Feature maps of named layers are
 captured by forward hooks on the eager module, for that batch only.
+
+Capture rule: a layer name (models.layers) is one call of one module. A module
+called k times per forward pass (a ResNet block's shared `relu`) is hooked once
+and its calls are counted; only the calls asked for are kept, each cloned at
+once, because a later in-place op (ReLU(inplace=True), a residual `+=`) would
+rewrite the tensor. Capture always runs the eager module: a compiled copy, if
+one is ever added, must not be used for batches that capture.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +28,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from models import LoadedModel
+from models.layers import FeatureLayer, feature_layers
 from service.devices import DevicePlan
 
 
@@ -33,8 +41,16 @@ class EngineOutput:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, plan: DevicePlan) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        plan: DevicePlan,
+        layers: Sequence[FeatureLayer] | None = None,
+    ) -> None:
         self.loaded = loaded
+        if layers is None:
+            layers = feature_layers(loaded.module, loaded.card.input.shape)
+        self._layers = {layer.name: layer for layer in layers}
         self.plan = plan
         module = copy.deepcopy(loaded.module).to(plan.device)
         if plan.channels_last:
@@ -100,16 +116,33 @@ class Engine:
 
     @contextlib.contextmanager
     def _hooks(self, names: frozenset[str], captured: dict[str, torch.Tensor]) -> Iterator[None]:
-        handles = []
+        wanted: dict[str, dict[int, str]] = {}  # module name -> {call index: layer name}
         for name in names:
-
-            def keep(_m: nn.Module, _i: object, output: torch.Tensor, name: str = name) -> None:
-                # Clone: a following in-place op (ReLU(inplace=True)) would rewrite it.
-                captured[name] = output.detach().clone()
-
-            handles.append(self._modules[name].register_forward_hook(keep))
+            layer = self._layers.get(name)
+            module, call = (layer.module, layer.call) if layer else (name, 0)
+            wanted.setdefault(module, {})[call] = name
+        handles = [
+            self._modules[module].register_forward_hook(_keeper(calls, captured))
+            for module, calls in wanted.items()
+        ]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def _keeper(
+    calls: dict[int, str], captured: dict[str, torch.Tensor]
+) -> Callable[[nn.Module, object, torch.Tensor], None]:
+    """A forward hook that keeps a clone of the outputs of the listed calls of its module."""
+    count = 0
+
+    def keep(_m: nn.Module, _i: object, output: torch.Tensor) -> None:
+        nonlocal count
+        name = calls.get(count)
+        count += 1
+        if name is not None:
+            captured[name] = output.detach().clone()
+
+    return keep

@@ -8,6 +8,7 @@ import time
 import torch
 
 import models
+from models.layers import feature_layers
 from service.batching import Batcher, BatchObserver, warm_up_sizes
 from service.devices import plan_for
 from service.engine import Engine
@@ -30,7 +31,8 @@ def load_served_model(
     started = time.monotonic()
     plan = plan_for(settings.device, settings.precision)
     loaded = models.load(spec.path)
-    engines = [Engine(loaded, plan) for _ in range(settings.instances)]
+    layers = feature_layers(loaded.module, loaded.card.input.shape)
+    engines = [Engine(loaded, plan, layers) for _ in range(settings.instances)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     sizes = warm_up_sizes(settings.max_batch_size)
@@ -56,4 +58,4 @@ def load_served_model(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    return ServedModel(name=spec.name, loaded=loaded, plan=plan, batcher=batcher)
+    return ServedModel(name=spec.name, loaded=loaded, plan=plan, batcher=batcher, layers=layers)

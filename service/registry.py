@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import LoadedModel
+from models.layers import FeatureLayer
 from service.batching import Batcher
 from service.devices import DevicePlan
 from service.errors import UnknownModel
@@ -17,6 +18,7 @@ class ServedModel:
     loaded: LoadedModel
     plan: DevicePlan
     batcher: Batcher
+    layers: tuple[FeatureLayer, ...] = ()  # feature-map layers in forward order, found at load
 
     def metadata(self) -> dict[str, Any]:
         card = self.loaded.card

@@ -1,0 +1,153 @@
+"""Which layers of a network produce feature maps, found by running it once.
+
+A layer is a module whose output is a 4-D tensor [N, C, H, W]: a feature map.
+`feature_layers` runs one forward pass on a zero input of the card's size with
+a forward hook on every module, and lists, in the order the maps are produced,
+each such module with its output shape, parameter count and, for convolutions
+and pooling, kernel size, stride and padding. It runs once, at load time.
+
+Names are those of `named_modules()`. A module called more than once in one
+forward pass (torchvision ResNet blocks apply their one `relu` after `bn1` and
+again after the residual sum) produces one map per call: the first call keeps
+the module's name, call i after it is named `<name>_<i>`, as
+`torchvision.models.feature_extraction.get_graph_node_names` names the same
+nodes (`layer1.0.relu`, `layer1.0.relu_1`). Every map is therefore reachable,
+and each name stands for exactly one tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureLayer:
+    """One feature map a user may ask for."""
+
+    name: str  # what the user asks for
+    module: str  # the module's name in named_modules()
+    call: int  # which call of that module in one forward pass, from 0
+    type: str  # the module's class name: Conv2d, BatchNorm2d, ReLU, BasicBlock, ...
+    output_shape: tuple[int, int, int]  # [C, H, W] for the card's input size
+    parameters: int  # the module's own and its children's
+    kernel_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] | None = None
+    has_kernels: bool = False  # a 2-D convolution: its learned filters can be shown
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON form listed by the service."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "module": self.module,
+            "call": self.call,
+            "type": self.type,
+            "output_shape": list(self.output_shape),
+            "parameters": self.parameters,
+            "has_kernels": self.has_kernels,
+        }
+        for key in ("kernel_size", "stride", "padding"):
+            value = getattr(self, key)
+            if value is not None:
+                entry[key] = list(value)
+        return entry
+
+
+def _pair(value: object) -> tuple[int, int] | None:
+    if isinstance(value, int):
+        return (value, value)
+    if (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, int) for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    return None  # e.g. padding="same": not a pair of numbers
+
+
+def _geometry(module: nn.Module) -> dict[str, tuple[int, int] | None]:
+    """kernel_size, stride and padding of convolutions and pooling layers that have them."""
+    if not isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+        return {}
+    return {key: _pair(getattr(module, key, None)) for key in ("kernel_size", "stride", "padding")}
+
+
+def call_name(module_name: str, call: int, taken: set[str]) -> str:
+    """The user-facing name of one call of a module (see the module docstring)."""
+    if call == 0:
+        return module_name
+    name = f"{module_name}_{call}"
+    while name in taken:  # a sibling module already has that name: keep the names unique
+        name += "_"
+    return name
+
+
+@dataclass
+class _Seen:
+    module_name: str
+    call: int
+    shape: tuple[int, ...]
+
+
+@contextmanager
+def _recording(root: nn.Module, seen: list[_Seen]) -> Iterator[None]:
+    """Forward hooks on every submodule that note each call's output shape, in order."""
+    calls: dict[str, int] = {}
+    handles = []
+    for name, module in root.named_modules():
+        if not name:
+            continue  # the network itself: its output is the logits
+
+        def note(_m: nn.Module, _i: object, output: object, name: str = name) -> None:
+            call = calls.get(name, 0)
+            calls[name] = call + 1
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+            seen.append(_Seen(name, call, shape))
+
+        handles.append(module.register_forward_hook(note))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def feature_layers(root: nn.Module, input_shape: tuple[int, int, int]) -> tuple[FeatureLayer, ...]:
+    """The feature-map layers of `root` for one [C,H,W] input, in the order they are computed.
+
+    Networks that do not run submodules as Python modules (TorchScript, torch.export
+    programs) fire no hooks and have no layers to offer: the list is empty.
+    """
+    if isinstance(root, torch.jit.ScriptModule):
+        return ()
+    seen: list[_Seen] = []
+    with _recording(root, seen), torch.inference_mode():
+        root(torch.zeros((1, *input_shape)))
+    modules = dict(root.named_modules())
+    taken = set(modules)
+    layers = []
+    for record in seen:
+        if len(record.shape) != 4:
+            continue
+        module = modules[record.module_name]
+        name = call_name(record.module_name, record.call, taken)
+        taken.add(name)
+        layers.append(
+            FeatureLayer(
+                name=name,
+                module=record.module_name,
+                call=record.call,
+                type=type(module).__name__,
+                output_shape=(record.shape[1], record.shape[2], record.shape[3]),
+                parameters=sum(p.numel() for p in module.parameters()),
+                has_kernels=isinstance(module, nn.Conv2d),
+                **_geometry(module),
+            )
+        )
+    return tuple(layers)
