@@ -11,8 +11,11 @@ from service.errors import NotReady
 from service.registry import ModelRegistry, ServedModel
 from service.state import AppState
 
+# Dependencies are coroutines on purpose: FastAPI runs plain `def` dependencies in a
+# worker thread, a thread hop per dependency per request on the hot path.
 
-def get_state(request: Request) -> AppState:
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.state.app_state
     return state
 
@@ -20,7 +23,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_registry(state: StateDep) -> ModelRegistry:
+async def get_registry(state: StateDep) -> ModelRegistry:
     return state.registry
 
 
@@ -33,13 +36,13 @@ def _serving(registry: ModelRegistry) -> ModelRegistry:
     return registry
 
 
-def named_model(
+async def named_model(
     registry: RegistryDep, name: Annotated[str, Path(description="a served model's name")]
 ) -> ServedModel:
     return _serving(registry).get(name)
 
 
-def default_model(registry: RegistryDep) -> ServedModel:
+async def default_model(registry: RegistryDep) -> ServedModel:
     return _serving(registry).get(None)
 
 
@@ -47,7 +50,7 @@ NamedModelDep = Annotated[ServedModel, Depends(named_model)]
 DefaultModelDep = Annotated[ServedModel, Depends(default_model)]
 
 
-def request_deadline(state: StateDep) -> float:
+async def request_deadline(state: StateDep) -> float:
     """Monotonic time by which the request must be answered."""
     return time.monotonic() + state.settings.request_timeout_s
 
