@@ -8,7 +8,7 @@ PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install install-dev serve test lint typecheck pytest bench train clean
+.PHONY: install install-dev serve test lint typecheck pytest chromium bench train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev
+# The browser tests need Debian's Chromium: installed here when missing and possible.
+chromium:
+	@sh tests/browser/install-chromium.sh
+
+pytest: install-dev chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -3,6 +3,8 @@
 // Images come back as blobs fetched with the API key and shown through object URLs:
 // an <img src> alone could not send the Authorization header.
 
+import { framedDrawing, setUpPad } from "./pad.js";
+
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "cnn-serve.api-key";
 const CONV = /conv/i; // the convolution family: Conv1d/2d/3d, ConvTranspose2d, ...
@@ -314,98 +316,14 @@ async function analyse(image) {
 
 // ---------------------------------------------------------------- drawing pad
 
-const pad = { drawing: false, last: null };
-
-function clearPad() {
-  const ctx = $("canvas").getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, $("canvas").width, $("canvas").height);
-}
-
-function padPoint(event) {
-  const canvas = $("canvas");
-  const rect = canvas.getBoundingClientRect();
-  return [
-    ((event.clientX - rect.left) * canvas.width) / rect.width,
-    ((event.clientY - rect.top) * canvas.height) / rect.height,
-  ];
-}
-
-function strokeTo(point) {
-  const ctx = $("canvas").getContext("2d");
-  ctx.strokeStyle = "#fff";
-  ctx.lineWidth = $("canvas").width / 12; // about MNIST's 2-3 px pen at 28 px
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.beginPath();
-  ctx.moveTo(...pad.last);
-  ctx.lineTo(...point);
-  ctx.stroke();
-  pad.last = point;
-}
-
-// MNIST digits are scaled to fit 20x20 pixels and centred in 28x28: do the same to the
-// drawing, so a small or off-centre digit looks to the model like the digits it learned.
-function mnistFramed() {
-  const source = $("canvas");
-  const { width, height } = source;
-  const pixels = source.getContext("2d").getImageData(0, 0, width, height).data;
-  let [left, top, right, bottom] = [width, height, -1, -1];
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (pixels[(y * width + x) * 4] > 32) {
-        left = Math.min(left, x);
-        right = Math.max(right, x);
-        top = Math.min(top, y);
-        bottom = Math.max(bottom, y);
-      }
-    }
-  }
-  if (right < 0) return null;
-  const [w, h] = [right - left + 1, bottom - top + 1];
-  const scale = (width * (20 / 28)) / Math.max(w, h);
-  const framed = document.createElement("canvas");
-  framed.width = width;
-  framed.height = height;
-  const ctx = framed.getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, width, height);
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(source, left, top, w, h, (width - w * scale) / 2, (height - h * scale) / 2, w * scale, h * scale);
-  return new Promise((resolve) => framed.toBlob(resolve, "image/png"));
-}
-
 async function classifyDrawing() {
-  const framed = mnistFramed();
+  const framed = framedDrawing();
   if (!framed) {
     clearErrors();
     showError(new ApiError("The drawing pad is empty: draw a digit first.", 0, "empty_drawing"));
     return;
   }
   await analyse(await framed);
-}
-
-function setUpPad() {
-  const canvas = $("canvas");
-  clearPad();
-  canvas.addEventListener("pointerdown", (event) => {
-    pad.drawing = true;
-    canvas.setPointerCapture(event.pointerId);
-    pad.last = padPoint(event);
-    strokeTo(pad.last);
-  });
-  canvas.addEventListener("pointermove", (event) => {
-    if (pad.drawing) strokeTo(padPoint(event));
-  });
-  const end = () => {
-    if (!pad.drawing) return;
-    pad.drawing = false;
-    if ($("auto-classify").checked) classifyDrawing();
-  };
-  canvas.addEventListener("pointerup", end);
-  canvas.addEventListener("pointercancel", end);
-  $("classify-drawing").addEventListener("click", classifyDrawing);
-  $("clear-drawing").addEventListener("click", clearPad);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -450,6 +368,7 @@ function setUpSettings() {
 }
 
 setUpInputs();
-setUpPad();
+setUpPad($("canvas"), $("clear-drawing"), () => $("auto-classify").checked && classifyDrawing());
+$("classify-drawing").addEventListener("click", classifyDrawing);
 setUpSettings();
 loadModels();

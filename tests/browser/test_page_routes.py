@@ -28,9 +28,13 @@ async def test_page_and_its_files_are_served(client: httpx.AsyncClient) -> None:
     assert kinds["/static/app.js"].startswith("text/javascript")
     assert kinds["/static/app.css"].startswith("text/css")
     assert kinds["/static/favicon.svg"] == "image/svg+xml"
-    # The module only calls the service's own API: it works offline, no CDN.
-    script = (await client.get("/static/app.js")).text
-    assert re.findall(r"https?://", script) == []
+    # The modules only call the service's own API: the page works offline, no CDN.
+    for module in ("/static/app.js", "/static/pad.js"):
+        script = await client.get(module)
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert re.findall(r"https?://", script.text) == []
+    imported = re.findall(r'from "([^"]+)"', (await client.get("/static/app.js")).text)
+    assert imported == ["./pad.js"]
 
 
 async def test_unknown_static_file_is_a_problem_404(client: httpx.AsyncClient) -> None:
