@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import classify, health, model_info, ui
+from service.api import classify, feature_maps, health, model_info, ui, v2
 from service.loading import configured_models, load_served_model
 from service.middleware import BodySizeLimit
 from service.pipeline import ImagePipeline
@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(model_info.router)
     app.include_router(classify.router)
+    app.include_router(feature_maps.router)
+    app.include_router(v2.router)
     if settings.ui:
         app.include_router(ui.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

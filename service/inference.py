@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from starlette.requests import Request
 
-from service.batching import ItemResult
+from service.batching import Arrival, ItemResult
 from service.errors import InvalidParameter
 from service.inputs import read_images
 from service.predictions import top_k as rank_top_k
@@ -21,19 +22,43 @@ async def run_images(
     *,
     deadline: float,
     capture: frozenset[str] = frozenset(),
+    max_images: int | None = None,
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
+    limit = state.settings.max_images_per_request
     with served.batcher.incoming() as arrival:
-        images = await read_images(request, max_images=state.settings.max_images_per_request)
+        images = await read_images(request, max_images=min(limit, max_images or limit))
         prepared = await state.pipeline.prepare(served.loaded.preprocess, images)
-        request.state.preprocess_s = prepared.seconds
-        result = await served.batcher.submit(
-            prepared.pixels, deadline=deadline, capture=capture, arrival=arrival
+        return await submit_pixels(
+            request,
+            served,
+            prepared.pixels,
+            deadline=deadline,
+            capture=capture,
+            arrival=arrival,
+            preprocess_s=prepared.seconds,
         )
+
+
+async def submit_pixels(
+    request: Request,
+    served: ServedModel,
+    pixels: torch.Tensor,
+    *,
+    deadline: float,
+    capture: frozenset[str] = frozenset(),
+    arrival: Arrival | None = None,
+    preprocess_s: float = 0.0,
+) -> ItemResult:
+    """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32) through the batcher."""
+    request.state.preprocess_s = preprocess_s
+    result = await served.batcher.submit(
+        pixels, deadline=deadline, capture=capture, arrival=arrival
+    )
     request.state.queue_wait_s = result.queue_wait_s
     request.state.inference_s = result.inference_s
     request.state.batch_size = result.batch_size
-    request.state.images = int(prepared.pixels.shape[0])
+    request.state.images = int(pixels.shape[0])
     return result
 
 

@@ -15,6 +15,7 @@ from service.errors import ServiceError
 
 log = logging.getLogger("service.errors")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+V2_PREFIX = "/v2"  # the Open Inference Protocol's paths keep its own error shape
 
 _HTTP_CODES = {
     404: ("not_found", "Not found"),
@@ -36,38 +37,61 @@ def problem(
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def service_error_response(exc: ServiceError) -> Response:
-    return problem(exc.status, exc.code, exc.title, exc.detail, exc.headers)
+def is_v2_path(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
-async def _on_service_error(_: Request, exc: Exception) -> Response:
+def error_response(
+    path: str,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """problem+json, except under /v2: the Open Inference Protocol's {"error": message}."""
+    if is_v2_path(path):
+        body = orjson.dumps({"error": detail})
+        return Response(body, status, headers=headers, media_type="application/json")
+    return problem(status, code, title, detail, headers)
+
+
+def service_error_response(exc: ServiceError, path: str = "") -> Response:
+    return error_response(path, exc.status, exc.code, exc.title, exc.detail, exc.headers)
+
+
+async def _on_service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)  # registered for ServiceError only
-    return service_error_response(exc)
+    return service_error_response(exc, request.url.path)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> Response:
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()))
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return problem(
-        422, "invalid_parameter", "A parameter is out of range or malformed", "; ".join(parts)
+    return error_response(
+        request.url.path,
+        422,
+        "invalid_parameter",
+        "A parameter is out of range or malformed",
+        "; ".join(parts),
     )
 
 
-async def _on_http_error(_: Request, exc: Exception) -> Response:
+async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    return problem(exc.status_code, code, title, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    return error_response(request.url.path, exc.status_code, code, title, str(exc.detail), headers)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     request_id = getattr(request.state, "request_id", "-")
     log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
-    return problem(
-        500, "internal_error", "Internal server error", f"unexpected error; request id {request_id}"
-    )
+    detail = f"unexpected error; request id {request_id}"
+    return error_response(request.url.path, 500, "internal_error", "Internal server error", detail)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -1,0 +1,100 @@
+"""One /v2 inference: parse and decode off the event loop, join the batcher, encode the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from service.batching import ItemResult
+from service.inference import submit_pixels
+from service.registry import ServedModel
+from service.state import AppState
+from service.v2.codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    RequestedOutput,
+    encode_response,
+    parse_request,
+)
+from service.v2.model import (
+    Layers,
+    ModelInput,
+    captured_layers,
+    layer_shapes,
+    model_input,
+    model_outputs,
+    response_tensors,
+)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    request: InferRequest
+    model_input: ModelInput
+    outputs: tuple[RequestedOutput, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: bytes
+    header_length: int | None  # set when binary outputs follow the JSON header
+
+
+def _decode(
+    body: bytes, header_length: str | None, served: ServedModel, layers: Layers, max_images: int
+) -> _Decoded:
+    started = time.perf_counter()
+    card = served.loaded.card
+    request = parse_request(body, header_length)
+    outputs = model_outputs(request, card.num_classes, layers)  # before decoding any tensor
+    decoded = model_input(request, card.input, max_images)
+    return _Decoded(request, decoded, outputs, time.perf_counter() - started)
+
+
+def _encode(
+    result: ItemResult, decoded: _Decoded, served: ServedModel, labels: Sequence[str]
+) -> Answer:
+    body, header_length = encode_response(
+        model_name=served.name,
+        model_version=served.loaded.card.version,
+        request_id=decoded.request.id,
+        outputs=response_tensors(result, decoded.outputs, labels),
+    )
+    return Answer(body, header_length)
+
+
+async def infer(
+    request: Request, state: AppState, served: ServedModel, *, deadline: float
+) -> Answer:
+    loop = asyncio.get_running_loop()
+    layers = layer_shapes(served.layers)
+    limit = state.settings.max_images_per_request
+    with served.batcher.incoming() as arrival:
+        body = await request.body()
+        header_length = request.headers.get(HEADER_LENGTH)
+        decoded = await loop.run_in_executor(
+            state.executor, _decode, body, header_length, served, layers, limit
+        )
+        pixels, seconds = decoded.model_input.pixels, decoded.seconds
+        if decoded.model_input.images is not None:
+            prepared = await state.pipeline.prepare(
+                served.loaded.preprocess, decoded.model_input.images
+            )
+            pixels, seconds = prepared.pixels, seconds + prepared.seconds
+        assert pixels is not None  # a ModelInput holds pixels or images
+        result = await submit_pixels(
+            request,
+            served,
+            pixels,
+            deadline=deadline,
+            capture=captured_layers(decoded.outputs),
+            arrival=arrival,
+            preprocess_s=seconds,
+        )
+    labels = served.loaded.card.labels
+    return await loop.run_in_executor(state.executor, _encode, result, decoded, served, labels)
