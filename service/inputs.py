@@ -42,7 +42,7 @@ async def read_images(request: Request, *, max_images: int) -> list[bytes]:
     if kind == "application/json":
         return _json_images(await request.body(), max_images)
     accepted = ", ".join((*IMAGE_MEDIA_TYPES, "multipart/form-data", "application/json"))
-    shown = kind or "none"
+    shown = (kind[:64] + "...") if len(kind) > 64 else (kind or "none")  # never echo a huge one
     raise UnsupportedMediaType(f"Content-Type {shown!r} is not accepted; use one of: {accepted}")
 
 

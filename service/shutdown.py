@@ -41,7 +41,9 @@ class GracefulServer(uvicorn.Server):
         if self.drain_until is None:
             self.drain_until = time.monotonic() + self.drain_s
             self._mark_draining()
-            log.info("draining", extra={"signal": signal.Signals(sig).name, "seconds": self.drain_s})
+            log.info(
+                "draining", extra={"signal": signal.Signals(sig).name, "seconds": self.drain_s}
+            )
             return
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
