@@ -13,8 +13,11 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import classify, feature_maps, health, model_info, ui, v2
+from service.api.metrics import add_metrics_route
 from service.loading import configured_models, load_served_model
+from service.metrics import Metrics, start_exporter
 from service.middleware import BodySizeLimit
+from service.observability import RequestObservability, RouteTemplates
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
@@ -25,10 +28,12 @@ from service.state import AppState
 log = logging.getLogger("service.app")
 
 
-async def _load_models(state: AppState) -> None:
+async def _load_models(state: AppState, metrics: Metrics) -> None:
     settings = state.settings
     for spec in configured_models(settings):
-        served = await asyncio.to_thread(load_served_model, spec, settings)
+        observer = metrics.observer(spec.name)
+        served = await asyncio.to_thread(load_served_model, spec, settings, observer)
+        metrics.model_loaded(served)
         state.registry.add(served)
         served.batcher.start()
     if settings.default_model:
@@ -50,6 +55,7 @@ async def _drain(state: AppState) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     torch.set_num_threads(settings.torch_threads)
+    metrics = Metrics(max_batch_size=settings.max_batch_size)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
@@ -62,16 +68,22 @@ def create_app(settings: Settings) -> FastAPI:
                 executor, workers=settings.preprocess_workers, max_pixels=settings.max_image_pixels
             ),
         )
+        metrics.watch_readiness(lambda: state.registry.serving)
+        # Before loading: a scrape during start-up already says cnn_ready 0.
+        exporter = start_exporter(metrics.registry, host=settings.host, port=settings.metrics_port)
         try:
             try:
-                await _load_models(state)
+                await _load_models(state, metrics)
             except Exception as exc:
                 app.state.startup_error = exc  # serve() reports it in one line
                 raise
             log.info("ready", extra={"models": sorted(state.registry.models)})
             yield {"app_state": state}
         finally:
-            await _drain(state)
+            try:
+                await _drain(state)
+            finally:
+                exporter.close()
 
     app = FastAPI(
         title="cnn-serve",
@@ -89,5 +101,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.ui:
         app.include_router(ui.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    install_security(app, settings)  # outermost: refused requests never reach the body
+    install_security(app, settings)  # refused requests never reach the body
+    if settings.metrics_port is None:  # else only on its own port, private to the cluster
+        add_metrics_route(app, metrics.registry)
+    # Outermost: ids, timing, metrics and the log line for every answer, refusals included.
+    app.add_middleware(RequestObservability, metrics=metrics, routes=RouteTemplates(app))
     return app

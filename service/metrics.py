@@ -1,0 +1,319 @@
+"""Prometheus metrics: one explicit registry per app, made by the app factory.
+
+Nothing is registered on prometheus_client's global registry, so two apps in one
+process (the tests make many) never share or clash over a series. Histograms,
+not counters of microseconds, carry every duration: a rate of their _sum over
+their _count is a mean, their buckets give quantiles, and both aggregate across
+replicas.
+
+Buckets, chosen for this workload (decoding a 28x28 PNG takes about 60 us, a
+forward pass of the shipped model 0.5 ms for one image and 6 ms for 32 on a CPU
+core; a ResNet-50 batch on a CPU takes seconds):
+
+- preprocess, per image: 25 us .. 1 s (small PNGs to large JPEGs);
+- queue wait: 50 us .. 10 s (an idle queue to a saturated one);
+- inference, per batch: 250 us .. 10 s (a small CNN on a GPU to a big one on a CPU);
+- request: 0.5 ms .. 30 s (the default request timeout);
+- batch size: 1, 2, 4, ... and the max batch size itself, one bucket per warmed-up size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from service.batching import warm_up_sizes
+from service.registry import ServedModel
+
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+PREPROCESS_BUCKETS = (
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+)  # fmt: skip
+QUEUE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+INFERENCE_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+BATCH_ERROR_KINDS = ("oom", "error", "timeout")
+REJECTION_REASONS = ("queue_full", "too_large", "not_ready")
+GPU_METRICS = (
+    "cnn_gpu_memory_allocated_bytes",
+    "cnn_gpu_memory_reserved_bytes",
+    "cnn_gpu_utilization_ratio",
+)
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    allocated_bytes: float
+    reserved_bytes: float
+    utilization: float | None  # 0..1; None where NVML is not available
+
+
+def read_cuda(device: torch.device) -> GpuReading:
+    utilization = None
+    if importlib.util.find_spec("pynvml") is not None:
+        try:  # NVML can be importable yet unusable (no driver access in a container)
+            utilization = torch.cuda.utilization(device) / 100.0
+        except Exception:
+            utilization = None
+    return GpuReading(
+        allocated_bytes=float(torch.cuda.memory_allocated(device)),
+        reserved_bytes=float(torch.cuda.memory_reserved(device)),
+        utilization=utilization,
+    )
+
+
+class GpuCollector(Collector):
+    """GPU memory (and utilization where NVML answers), read when scraped."""
+
+    def __init__(self, read: Callable[[torch.device], GpuReading] = read_cuda) -> None:
+        self._read = read
+        self.devices: list[torch.device] = []
+
+    def collect(self) -> Iterable[Metric]:
+        allocated, reserved, utilization = (
+            GaugeMetricFamily(GPU_METRICS[0], "bytes held by tensors", labels=["device"]),
+            GaugeMetricFamily(
+                GPU_METRICS[1], "bytes held by the caching allocator", labels=["device"]
+            ),
+            GaugeMetricFamily(GPU_METRICS[2], "GPU busy fraction (NVML), 0..1", labels=["device"]),
+        )
+        seen_utilization = False
+        for device in self.devices:
+            reading = self._read(device)
+            allocated.add_metric([str(device)], reading.allocated_bytes)
+            reserved.add_metric([str(device)], reading.reserved_bytes)
+            if reading.utilization is not None:
+                utilization.add_metric([str(device)], reading.utilization)
+                seen_utilization = True
+        yield allocated
+        yield reserved
+        if seen_utilization:
+            yield utilization
+
+
+class Metrics:
+    """Every family the service exports, on this instance's own registry."""
+
+    def __init__(self, *, max_batch_size: int) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self._served: set[str] = set()
+        self._inflight = 0
+        self._gpu: GpuCollector | None = None
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._request_families(registry)
+        self._model_families(registry, max_batch_size)
+
+    def _request_families(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "cnn_requests_total",
+            "HTTP requests answered",
+            ["model", "endpoint", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "cnn_request_duration_seconds",
+            "whole request, server side",
+            ["model", "endpoint"],
+            registry=registry,
+            buckets=REQUEST_BUCKETS,
+        )
+        self.rejected = Counter(
+            "cnn_rejected_total",
+            "requests refused before inference",
+            ["model", "reason"],
+            registry=registry,
+        )
+        Gauge(
+            "cnn_inflight_requests",
+            "HTTP requests being answered (scrapes excluded)",
+            registry=registry,
+        ).set_function(lambda: self._inflight)
+        self.ready = Gauge(
+            "cnn_ready", "1 while serving, 0 while starting or draining", registry=registry
+        )
+
+    def _model_families(self, registry: CollectorRegistry, max_batch_size: int) -> None:
+        def histogram(
+            name: str, doc: str, labels: list[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+
+        self.preprocess_seconds = histogram(
+            "cnn_preprocess_duration_seconds",
+            "decode + preprocess, per image",
+            ["model"],
+            PREPROCESS_BUCKETS,
+        )
+        self.queue_seconds = histogram(
+            "cnn_queue_wait_seconds", "enqueue to batch start", ["model"], QUEUE_BUCKETS
+        )
+        self.batch_size = histogram(
+            "cnn_batch_size", "images per forward pass", ["model"], warm_up_sizes(max_batch_size)
+        )
+        self.inference_seconds = histogram(
+            "cnn_inference_duration_seconds",
+            "one forward pass of a batch, device-synchronized",
+            ["model", "device"],
+            INFERENCE_BUCKETS,
+        )
+        self.queue_depth = Gauge(
+            "cnn_queue_depth", "images waiting for a batch", ["model"], registry=registry
+        )
+        self.images = Counter(
+            "cnn_images_total", "images run through a model", ["model"], registry=registry
+        )
+        self.batch_errors = Counter(
+            "cnn_batch_errors_total",
+            "failed batches (oom, error) and requests dropped past their deadline (timeout)",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "cnn_model_info",
+            "served models; always 1",
+            ["model", "version", "architecture", "device", "dtype"],
+            registry=registry,
+        )
+
+    # ---- models ----------------------------------------------------------
+
+    def observer(self, model: str) -> ModelObserver:
+        """The BatchObserver handed to the model's Batcher."""
+        return ModelObserver(self, model)
+
+    def model_loaded(self, served: ServedModel) -> None:
+        name, card, plan = served.name, served.loaded.card, served.plan
+        self._served.add(name)
+        self.model_info.labels(
+            name, card.version, card.architecture.name, str(plan.device), plan.dtype_name
+        ).set(1)
+        # Read when scraped: exact, where values pushed from two threads could land out of order.
+        self.queue_depth.labels(name).set_function(lambda: served.batcher.queue_depth)
+        self.images.labels(name)
+        for kind in BATCH_ERROR_KINDS:
+            self.batch_errors.labels(name, kind)
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(name, reason)
+        self.preprocess_seconds.labels(name)
+        self.inference_seconds.labels(name, str(plan.device))
+        if plan.device.type == "cuda":
+            self._watch_gpu(plan.device)
+
+    def _watch_gpu(self, device: torch.device) -> None:
+        if self._gpu is None:
+            self._gpu = GpuCollector()
+            self.registry.register(self._gpu)
+        if device not in self._gpu.devices:
+            self._gpu.devices.append(device)
+
+    def served_name(self, name: object) -> str:
+        """A model label only for served names: a URL never creates a series."""
+        return name if isinstance(name, str) and name in self._served else ""
+
+    def watch_readiness(self, is_ready: Callable[[], bool]) -> None:
+        self.ready.set_function(lambda: float(is_ready()))
+
+    # ---- requests --------------------------------------------------------
+
+    def request_started(self) -> None:
+        self._inflight += 1  # event-loop thread only: no lock needed
+
+    def request_finished(self) -> None:
+        self._inflight -= 1
+
+    def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        key = (model, endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: do it once per series
+            children = (
+                self.requests.labels(model, endpoint, str(status)),
+                self.request_seconds.labels(model, endpoint),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_preprocess(self, model: str, seconds_per_image: float, images: int) -> None:
+        child = self.preprocess_seconds.labels(model)
+        for _ in range(images):
+            child.observe(seconds_per_image)
+
+    def count_rejection(self, model: str, reason: str) -> None:
+        self.rejected.labels(model, reason).inc()
+
+
+class ModelObserver:
+    """Implements service.batching.BatchObserver for one model."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._batch_size = metrics.batch_size.labels(model)
+        self._queue = metrics.queue_seconds.labels(model)
+        self._images = metrics.images.labels(model)
+        self._inference: dict[str, Histogram] = {}
+
+    def batch_done(
+        self, *, size: int, seconds: float, device: str, queue_waits: Sequence[float]
+    ) -> None:
+        inference = self._inference.get(device)
+        if inference is None:
+            inference = self._metrics.inference_seconds.labels(self._model, device)
+            self._inference[device] = inference
+        inference.observe(seconds)
+        self._batch_size.observe(size)
+        self._images.inc(size)
+        for wait in queue_waits:
+            self._queue.observe(wait)
+
+    def batch_failed(self, *, kind: str) -> None:
+        self._metrics.batch_errors.labels(self._model, kind).inc()
+
+    def queue_changed(self, depth: int) -> None:
+        """Nothing to do: cnn_queue_depth reads the batcher's own count when scraped."""
+
+
+class MetricsExporter:
+    """prometheus_client's HTTP server on its own port, in a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, *, host: str, port: int) -> None:
+        self.port = port
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class _NoExporter:
+    def close(self) -> None:
+        pass
+
+
+def start_exporter(
+    registry: CollectorRegistry, *, host: str, port: int | None
+) -> MetricsExporter | _NoExporter:
+    """Serve the registry on `port` (CNN_METRICS_PORT) when one is set; else nothing."""
+    return _NoExporter() if port is None else MetricsExporter(registry, host=host, port=port)
