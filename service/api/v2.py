@@ -42,7 +42,7 @@ def _check_version(served: ServedModel, version: str) -> None:
         )
 
 
-def versioned_model(
+async def versioned_model(
     served: NamedModelDep, version: Annotated[str, Path(description="the model's version")]
 ) -> ServedModel:
     _check_version(served, version)
