@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from service.settings import Settings
 from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
@@ -80,3 +82,17 @@ def config_env(objects: list[Obj], workload: Obj) -> dict[str, str]:
         if ref is not None:
             env.update(one(objects, "ConfigMap", ref["name"])["data"])
     return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """The Settings a container with exactly this environment gets."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("CNN_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
