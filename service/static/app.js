@@ -40,7 +40,9 @@ async function api(path, { method = "GET", body = null } = {}) {
   const headers = authHeaders(body ? { "Content-Type": body.type || "application/octet-stream" } : {});
   let response;
   try {
-    response = await fetch(path, { method, body, headers });
+    // Bytes rather than the Blob itself: the request then carries its body in memory,
+    // where the browser's developer tools (and test drivers) can see it.
+    response = await fetch(path, { method, body: body && (await body.arrayBuffer()), headers });
   } catch (err) {
     throw new ApiError(`Cannot reach the server: ${err.message}`, 0, "network");
   }
@@ -191,7 +193,9 @@ function toggleLayer(name, on) {
   renderMapSlots();
   if (on && state.image) {
     const run = state.run;
-    featureMap(state.layers.find((l) => l.name === name), state.image, run).catch(() => {});
+    const layer = state.layers.find((l) => l.name === name);
+    featureMap(layer, state.image, run).catch(() => {});
+    layerStats([layer], state.image, run).catch(() => {});
   }
 }
 
@@ -211,7 +215,9 @@ function renderMapSlots() {
       img.alt = `feature maps of ${layer.name}`;
       const caption = document.createElement("figcaption");
       caption.textContent = `${layer.name} · ${layer.type} · ${fmtShape(layer.output_shape)}`;
-      figure.append(caption, img);
+      const stats = document.createElement("p");
+      stats.className = "stats muted";
+      figure.append(caption, img, stats);
       return figure;
     });
   $("maps").replaceChildren(...figures);
@@ -231,6 +237,29 @@ async function featureMap(layer, image, run) {
     const img = $("maps").querySelector(`img[data-layer="${CSS.escape(layer.name)}"]`);
     if (run === state.run && img) showBlob(img, blob);
   });
+}
+
+// One JSON request for the layers' per-channel statistics, summed up under each grid.
+async function layerStats(layers, image, run) {
+  if (!layers.length) return;
+  const params = new URLSearchParams({ layers: layers.map((l) => l.name).join(","), format: "json" });
+  await guarded(run, async () => {
+    const body = await (await api(modelPath(`/feature-maps?${params}`), { method: "POST", body: image })).json();
+    if (run !== state.run) return;
+    for (const { name, stats } of body.layers) {
+      const line = $("maps").querySelector(`figure[data-layer="${CSS.escape(name)}"] .stats`);
+      if (line) line.textContent = summary(stats);
+    }
+  });
+}
+
+function summary({ mean, max, zeros }) {
+  const average = (values) => values.reduce((a, b) => a + b, 0) / values.length;
+  const dead = zeros.filter((z) => z === 1).length;
+  return (
+    `mean ${average(mean).toFixed(3)} · max ${Math.max(...max).toFixed(3)} · ` +
+    `zeros ${(average(zeros) * 100).toFixed(1)} % · all-zero channels ${dead}/${zeros.length}`
+  );
 }
 
 function renderKernelPicker() {
@@ -307,11 +336,13 @@ async function analyse(image) {
   showBlob($("original"), image);
   blank($("preprocessed"));
   $("maps").querySelectorAll("img").forEach(blank);
+  $("maps").querySelectorAll(".stats").forEach((line) => line.replaceChildren());
   $("prediction").textContent = "…";
   $("prediction").dataset.state = "pending";
   $("top-k").replaceChildren();
-  const maps = state.layers.filter((l) => state.shown.has(l.name)).map((l) => featureMap(l, image, run));
-  await Promise.allSettled([classify(image, run), preprocessed(image, run), ...maps]);
+  const shown = state.layers.filter((l) => state.shown.has(l.name));
+  const maps = shown.map((layer) => featureMap(layer, image, run));
+  await Promise.allSettled([classify(image, run), preprocessed(image, run), layerStats(shown, image, run), ...maps]);
 }
 
 // ---------------------------------------------------------------- drawing pad

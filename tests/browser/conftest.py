@@ -47,6 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "CNN_PREPROCESS_WORKERS": "2",
         "CNN_LOG_FORMAT": "text",
         "CNN_API_KEY": API_KEY,
+        "CNN_SHUTDOWN_DRAIN_S": "0",  # nothing to drain: stop at once
     }
     with running_server(tmp_path_factory.mktemp("server"), env=env) as process:
         yield process

@@ -48,6 +48,12 @@ async def test_ui_false_turns_the_page_off(app_client: AppClientFactory) -> None
     async with app_client(ui=False) as client:
         assert (await client.get("/")).status_code == 404
         assert (await client.get("/static/app.js")).status_code == 404
+        rendered = await client.post(
+            "/v1/models/mnist-cnn/preprocessed",
+            content=b"\x89PNG",
+            headers={"content-type": "image/png"},
+        )
+        assert rendered.status_code == 404
         assert (await client.get("/v1/models")).status_code == 200
 
 
