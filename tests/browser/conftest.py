@@ -67,12 +67,19 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, server: ServerProcess) -> Iterator[Page]:
-    """A fresh tab whose session already holds the API key; a script error fails the test."""
+    """A fresh tab whose session already holds the API key; a script or CSP error fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.base_url)
     context.add_init_script(f"sessionStorage.setItem('cnn-serve.api-key', '{API_KEY}')")
     tab = context.new_page()
     script_errors: list[str] = []
     tab.on("pageerror", lambda error: script_errors.append(str(error)))
+    # A blocked script, style or image (the page runs under the service's CSP) is an error too.
+    tab.on(
+        "console",
+        lambda message: (
+            "Content Security Policy" in message.text and script_errors.append(message.text)
+        ),
+    )
     try:
         yield tab
     finally:

@@ -29,7 +29,10 @@ def _classify(server: ServerProcess, body: bytes) -> dict[str, object]:
 
 
 def _open(page: Page) -> None:
-    page.goto("/")
+    response = page.goto("/")
+    assert response is not None
+    # The page works under the strict policy the service sends: nothing inline, nothing remote.
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     # The layer list is in: the model, its layers and the feature-map slots are set up.
     page.wait_for_selector("#layers tbody tr", timeout=WAIT_MS)
 
