@@ -19,7 +19,8 @@ from service.errors import ImageTooLarge, InvalidImage
 Image.MAX_IMAGE_PIXELS = None
 
 
-def decode_image(data: bytes, *, max_pixels: int, index: int = 0) -> Image.Image:
+def open_image(data: bytes, *, max_pixels: int, index: int = 0) -> Image.Image:
+    """Read only the header: the format and the size, refused when over the pixel limit."""
     where = f"image {index}"
     if not data:
         raise InvalidImage(f"{where} is empty")
@@ -27,19 +28,33 @@ def decode_image(data: bytes, *, max_pixels: int, index: int = 0) -> Image.Image
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd-but-readable files (EXIF, palettes)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"{where} is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels} (CNN_MAX_IMAGE_PIXELS)"
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)
-            image.load()
-    except ImageTooLarge:
-        raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"{where} is not in a supported image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise InvalidImage(f"{where} could not be decoded (truncated or corrupt): {exc}") from exc
+        raise InvalidImage(f"{where} could not be read (truncated or corrupt): {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{where} is {width}x{height} = {width * height} pixels; "
+            f"the limit is {max_pixels} (CNN_MAX_IMAGE_PIXELS)"
+        )
     return image
+
+
+def load_image(image: Image.Image, *, index: int = 0) -> Image.Image:
+    """Decode the pixels of an opened image (its first frame)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise InvalidImage(
+            f"image {index} could not be decoded (truncated or corrupt): {exc}"
+        ) from exc
+    return image
+
+
+def decode_image(data: bytes, *, max_pixels: int, index: int = 0) -> Image.Image:
+    return load_image(open_image(data, max_pixels=max_pixels, index=index), index=index)
