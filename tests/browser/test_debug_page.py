@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import httpx
+import numpy as np
 from PIL import Image
 from playwright.sync_api import Browser, Page
 
@@ -14,6 +15,7 @@ from tests.helpers import ROOT, Digits, ServerProcess
 SCREENSHOT = ROOT / "docs" / "debug-page.png"
 DIGIT = 0  # an index into the held-out digits
 WAIT_MS = 60_000
+MAX_PIXEL_JITTER = 200  # pixels that may differ from the saved screenshot before it is rewritten
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
@@ -49,6 +51,24 @@ def _natural_width(page: Page, selector: str) -> int:
     )
     width: int = page.eval_on_selector(selector, "img => img.naturalWidth")
     return width
+
+
+def _save_screenshot(png: bytes) -> None:
+    """Write docs/debug-page.png unless the page looks the same as the one there.
+
+    Software rasterizing anti-aliases a few edge pixels differently from run to run:
+    rewriting the file for those would leave the working tree changed after every test run.
+    """
+    new = Image.open(io.BytesIO(png)).convert("RGB")
+    if SCREENSHOT.exists():
+        with Image.open(SCREENSHOT) as old_file:
+            old = old_file.convert("RGB")
+        if old.size == new.size:
+            changed = np.any(np.asarray(old) != np.asarray(new), axis=2)
+            if int(changed.sum()) <= MAX_PIXEL_JITTER:
+                return
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.write_bytes(png)
 
 
 def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
@@ -98,10 +118,9 @@ def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
     assert line.startswith(f"mean {sum(means) / len(means):.3f} · ")
     assert line.endswith(f"all-zero channels {dead}/{len(zeros)}")
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    with Image.open(SCREENSHOT) as shot:
-        assert shot.width == 1280
+    shot = page.screenshot(full_page=True)
+    assert Image.open(io.BytesIO(shot)).width == 1280
+    _save_screenshot(shot)
 
 
 def test_a_drawn_digit_gets_a_prediction(page: Page, server: ServerProcess) -> None:
