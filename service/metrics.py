@@ -121,6 +121,7 @@ class Metrics:
         self._inflight = 0
         self._gpu: GpuCollector | None = None
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._preprocess_children: dict[str, Histogram] = {}
         self._request_families(registry)
         self._model_families(registry, max_batch_size)
 
@@ -255,7 +256,9 @@ class Metrics:
         children[1].observe(seconds)
 
     def observe_preprocess(self, model: str, seconds_per_image: float, images: int) -> None:
-        child = self.preprocess_seconds.labels(model)
+        child = self._preprocess_children.get(model)
+        if child is None:
+            child = self._preprocess_children[model] = self.preprocess_seconds.labels(model)
         for _ in range(images):
             child.observe(seconds_per_image)
 
