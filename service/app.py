@@ -16,7 +16,7 @@ from service.api import classify, feature_maps, health, model_info, ui, v2
 from service.api.metrics import add_metrics_route
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
-from service.middleware import BodySizeLimit
+from service.middleware import BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability, RouteTemplates
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.ui:
         app.include_router(ui.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
     install_security(app, settings)  # refused requests never reach the body
     if settings.metrics_port is None:  # else only on its own port, private to the cluster
         add_metrics_route(app, metrics.registry)

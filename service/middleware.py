@@ -1,11 +1,11 @@
-"""ASGI middleware: the request body size limit."""
+"""ASGI middleware: the request body and request head size limits."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
-from service.problems import service_error_response
+from service.problems import problem, service_error_response
 
 
 class BodySizeLimit:
@@ -30,7 +30,8 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await service_error_response(self._error(value.decode()))(scope, receive, send)
+                refusal = service_error_response(self._error(value.decode()), scope["path"])
+                await refusal(scope, receive, send)
                 return
         received = 0
 
@@ -44,3 +45,29 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class HeaderSizeLimit:
+    """Refuse a request whose target and headers together exceed `limit` bytes: 431.
+
+    The HTTP parser (httptools) accepts headers of any size; this keeps a client from
+    making every later layer handle megabytes of them.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                detail = (
+                    f"the request target and headers are {size} bytes; "
+                    f"the limit is {self.limit} (CNN_MAX_HEADER_BYTES)"
+                )
+                refusal = problem(431, "headers_too_large", "The request head is too large", detail)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         description="threads decoding and preprocessing images",
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="request body size limit")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request target and headers size limit (431)"
+    )
     max_images_per_request: int = Field(256, ge=1, description="images in one request, at most")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="pixels in one image, at most (checked before decoding)"

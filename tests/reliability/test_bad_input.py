@@ -225,21 +225,39 @@ async def test_absurd_query_strings(
         assert response.json()["code"] == "invalid_parameter"
 
 
-async def test_unknown_model_and_absurd_headers(client: httpx.AsyncClient, digits: Digits) -> None:
+async def test_unknown_model_and_absurd_headers(
+    app_client: AppClientFactory, digits: Digits
+) -> None:
     png = digits.png(0)
-    unknown = await client.post("/v1/models/no-such-model/classify", content=png, headers=PNG)
-    assert_problem(unknown, 404, "unknown_model", "unknown model")
-    assert "mnist-cnn" in unknown.json()["detail"]  # the answer names the served ones
-    huge_type = await client.post(
-        "/v1/classify", content=png, headers={"content-type": "x/" + "y" * 20_000}
-    )
-    assert_problem(huge_type, 415, "unsupported_media_type", "a 20 kB Content-Type")
-    assert len(huge_type.content) < 2_000  # the problem does not echo it back whole
-    many = {f"x-junk-{i}": "z" * 100 for i in range(500)}
-    padded = await client.post(
-        "/v1/classify?top_k=1",
-        content=png,
-        headers={**PNG, "x-padding": "p" * 60_000, **many},
-    )
-    assert padded.status_code == 200
-    await assert_still_serves(client, digits, int(digits.labels[0]))
+    limit = 16 * 1024
+    async with app_client(max_header_bytes=limit) as client:
+        unknown = await client.post("/v1/models/no-such-model/classify", content=png, headers=PNG)
+        assert_problem(unknown, 404, "unknown_model", "unknown model")
+        assert "mnist-cnn" in unknown.json()["detail"]  # the answer names the served ones
+        no_layer = await client.post(
+            "/v1/models/mnist-cnn/feature-maps?layers=conv1,no_such_layer",
+            content=png,
+            headers=PNG,
+        )
+        assert_problem(no_layer, 404, "unknown_layer", "unknown layer")
+        assert "conv1" in no_layer.json()["detail"]  # the answer lists the layers there are
+        no_kernels = await client.get("/v1/models/mnist-cnn/layers/nope/kernels")
+        assert_problem(no_kernels, 404, "unknown_layer", "unknown layer's kernels")
+        long_type = await client.post(
+            "/v1/classify", content=png, headers={"content-type": "x/" + "y" * 10_000}
+        )
+        assert_problem(long_type, 415, "unsupported_media_type", "a 10 kB Content-Type")
+        assert len(long_type.content) < 2_000  # the problem does not echo it back whole
+        under = {f"x-junk-{i}": "z" * 100 for i in range(limit // 120)}
+        padded = await client.post("/v1/classify", content=png, headers={**PNG, **under})
+        assert padded.status_code == 200, padded.text
+        responses = [
+            await client.post("/v1/classify", content=png, headers={**PNG, "x-pad": "p" * limit}),
+            await client.post(
+                "/v1/classify", content=png, headers={**PNG, **under, **{"x-more": "m" * 2000}}
+            ),
+            await client.post(f"/v1/classify?q={'q' * limit}", content=png, headers=PNG),
+        ]
+        for response in responses:
+            assert_problem(response, 431, "headers_too_large", "request head over the limit")
+        await assert_still_serves(client, digits, int(digits.labels[0]))
