@@ -11,7 +11,7 @@ from PIL import Image
 
 import models
 from tests.conftest import AppClientFactory
-from tests.helpers import Digits, png_bytes
+from tests.helpers import ROOT, Digits, png_bytes
 
 
 async def test_page_and_its_files_are_served(client: httpx.AsyncClient) -> None:
@@ -94,3 +94,14 @@ async def test_preprocessed_errors_are_problem_json(
     )
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "unknown_model"
+
+
+async def test_every_static_file_is_served(client: httpx.AsyncClient) -> None:
+    # The routes serve a fixed list: a file added to service/static must be added to it too.
+    files = sorted(path.name for path in (ROOT / "service" / "static").iterdir())
+    assert "index.html" in files
+    for name in files:
+        path = "/" if name == "index.html" else f"/static/{name}"
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        assert response.content == (ROOT / "service" / "static" / name).read_bytes()
