@@ -19,6 +19,7 @@ core; a ResNet-50 batch on a CPU takes seconds):
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -66,9 +67,9 @@ class GpuReading:
     utilization: float | None  # 0..1; None where NVML is not available
 
 
-def read_cuda(device: torch.device) -> GpuReading:
+def read_cuda(device: torch.device, *, nvml: bool) -> GpuReading:
     utilization = None
-    if importlib.util.find_spec("pynvml") is not None:
+    if nvml:
         try:  # NVML can be importable yet unusable (no driver access in a container)
             utilization = torch.cuda.utilization(device) / 100.0
         except Exception:
@@ -83,8 +84,10 @@ def read_cuda(device: torch.device) -> GpuReading:
 class GpuCollector(Collector):
     """GPU memory (and utilization where NVML answers), read when scraped."""
 
-    def __init__(self, read: Callable[[torch.device], GpuReading] = read_cuda) -> None:
-        self._read = read
+    def __init__(self, read: Callable[[torch.device], GpuReading] | None = None) -> None:
+        # torch.cuda.utilization asks NVML through pynvml (nvidia-ml-py), when installed.
+        nvml = importlib.util.find_spec("pynvml") is not None
+        self._read = read or functools.partial(read_cuda, nvml=nvml)
         self.devices: list[torch.device] = []
 
     def collect(self) -> Iterable[Metric]:

@@ -233,3 +233,15 @@ def test_gpu_collector_reports_each_device() -> None:
     assert value(samples, GPU_METRICS[1], device="cuda:1") == 8192.0
     # NVML answered for one device only: utilization for that one, none invented.
     assert series(samples, GPU_METRICS[2]) == {frozenset({("device", "cuda:0")}): 0.25}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+async def test_gpu_gauges_on_cuda(app_client: AppClientFactory, digits: Digits) -> None:
+    async with app_client(device="cuda:0") as client:
+        ok = await client.post(DEFAULT, content=digits.png(0), headers=PNG)
+        assert ok.status_code == 200
+        samples = parse((await client.get("/metrics")).text)
+    allocated = value(samples, GPU_METRICS[0], device="cuda:0")
+    assert 0 < allocated <= value(samples, GPU_METRICS[1], device="cuda:0")
+    assert value(samples, "cnn_inference_duration_seconds_count", model=MODEL, device="cuda:0") == 1
