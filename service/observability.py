@@ -27,7 +27,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import Metrics
-from service.problems import PROBLEM_MEDIA_TYPE, problem
+from service.problems import PROBLEM_MEDIA_TYPE, error_response
 
 log = logging.getLogger("service.requests")
 
@@ -49,7 +49,6 @@ _REJECTIONS = {
     "payload_too_large": "too_large",
     "too_many_images": "too_large",
     "image_too_large": "too_large",
-    "response_too_large": "too_large",
     "not_ready": "not_ready",
 }
 
@@ -192,7 +191,9 @@ class RequestObservability:
                 raise
             # Answered here, not by the server's error handler, so it carries the request id.
             detail = f"unexpected error; request id {exchange.request_id}"
-            response = problem(500, "internal_error", "Internal server error", detail)
+            response = error_response(
+                scope["path"], 500, "internal_error", "Internal server error", detail
+            )
             await response(scope, receive, send_observed)
         finally:
             if counted:
