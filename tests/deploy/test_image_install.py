@@ -20,13 +20,13 @@ import httpx
 import pytest
 
 from tests.deploy import torch_layer
-from tests.deploy.dockerfile import Builder, Image, host_env, parse
+from tests.deploy.dockerfile import BeforeRun, Builder, Image, host_env, parse
 from tests.helpers import ROOT, Digits, free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _lend_torch_layer(layer: Path) -> object:
+def _lend_torch_layer(layer: Path) -> BeforeRun:
     def before_run(command: str, env: dict[str, str]) -> None:
         if "-r torch.txt" in command:
             torch_layer.lend_to(Path(env["VIRTUAL_ENV"]), layer)
@@ -74,14 +74,15 @@ def _healthcheck(image: Image, port: int) -> int:
 
 def test_dockerfile_build_steps_give_a_working_service(tmp_path: Path, digits: Digits) -> None:
     root = tmp_path / "image"
-    base_python = str(Path(sys._base_executable).parent)  # the base image's python3
+    # This interpreter (not a venv's) stands for the base image's python3.
+    base_python = str(Path(getattr(sys, "_base_executable", sys.executable)).parent)
     builder = Builder(
         parse(ROOT / "Dockerfile"),
         context=ROOT,
         root=root,
         build_args={"VARIANT": "cpu"},
         base_env={**host_env(), "PATH": f"{base_python}:{os.environ['PATH']}"},
-        before_run=_lend_torch_layer(tmp_path / "torch-layer"),  # type: ignore[arg-type]
+        before_run=_lend_torch_layer(tmp_path / "torch-layer"),
     )
     image = builder.build("runtime")
 
