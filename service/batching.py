@@ -268,6 +268,9 @@ class Batcher:
                 self._run_batch(runner, items)
             except BaseException:  # never let a worker die
                 log.exception("batch worker error", extra={"model": self.name})
+                # Answer now rather than at the deadline; futures already settled are skipped.
+                failed = InferenceFailed("the model failed on this input")
+                self._deliver([(item, failed) for item in items])
             finally:
                 with self._cond:
                     self._busy_workers -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 
 import uvicorn
 from fastapi import FastAPI
@@ -46,6 +47,9 @@ def _startup_failure(app: FastAPI) -> str:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    if settings.temp_dir is not None:
+        # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
+        tempfile.tempdir = str(settings.temp_dir)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

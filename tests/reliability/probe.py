@@ -24,8 +24,13 @@ ARCHITECTURE = "reliability_probe"
 FAIL_LEVEL = 66  # the forward pass raises when a batch holds an image of this grey level
 GATE_LEVEL = 200  # the forward pass waits for the gate to open
 WIDE_LEVEL = 33  # the forward pass answers one score too many: a bug the service must contain
+ABORT_LEVEL = 44  # the forward pass raises a BaseException, which `except Exception` misses
 SECRET = "probe-internal-detail-7f3a"  # in the exception text; must never reach a client
 SIDE = 4
+
+
+class ProbeAbort(BaseException):
+    """Not an Exception: what a worker must survive without leaving its requests waiting."""
 
 
 class ProbeNet(nn.Module):
@@ -42,11 +47,13 @@ class ProbeNet(nn.Module):
         ProbeNet.calls.append(levels)
         if GATE_LEVEL in levels and not ProbeNet.gate.wait(timeout=60):
             raise RuntimeError("the gate was never opened")
+        if ABORT_LEVEL in levels:
+            raise ProbeAbort(SECRET)
         if FAIL_LEVEL in levels:
             raise RuntimeError(f"poisoned input ({SECRET})")
         out: torch.Tensor = self.head(x.flatten(1))
         if WIDE_LEVEL in levels:
-            out = torch.cat([out, out[:, :1]], dim=1)
+            out = torch.cat([out, out.max(dim=1, keepdim=True).values + 10], dim=1)  # ranks first
         return out
 
     @classmethod

@@ -20,6 +20,7 @@ import pytest
 from service.batching import Batcher, _WorkItem
 from tests.reliability.conftest import Served, ServedFactory
 from tests.reliability.probe import (
+    ABORT_LEVEL,
     FAIL_LEVEL,
     GATE_LEVEL,
     SECRET,
@@ -144,10 +145,26 @@ async def test_an_unexpected_error_is_a_generic_500_with_a_request_id(
         with caplog.at_level(logging.ERROR):
             broken = await classify(served.client, WIDE_LEVEL)
         fine = await classify(served.client, 12)
-    assert broken.status_code == 500
+    assert broken.status_code == 500, broken.text
     problem = broken.json()
     assert problem["code"] == "internal_error"
     assert "request id" in problem["detail"]
     assert_no_internals(broken)
     assert "IndexError" in caplog.text
     assert fine.status_code == 200
+
+
+async def test_a_worker_survives_even_a_base_exception_and_answers_at_once(
+    served_app: ServedFactory, probe_card: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A request timeout far beyond the test's patience: an unanswered request would fail it.
+    async with served_app(**probe_settings(probe_card, request_timeout_s=600)) as served:
+        with caplog.at_level(logging.ERROR, logger="service.batching"):
+            async with asyncio.timeout(30):
+                aborted = await classify(served.client, ABORT_LEVEL)
+        after = await classify(served.client, 15)
+    assert aborted.status_code == 500
+    assert aborted.json()["code"] == "inference_failed"
+    assert_no_internals(aborted)
+    assert "ProbeAbort" in caplog.text
+    assert after.status_code == 200
