@@ -13,6 +13,12 @@ the module's name, call i after it is named `<name>_<i>`, as
 `torchvision.models.feature_extraction.get_graph_node_names` names the same
 nodes (`layer1.0.relu`, `layer1.0.relu_1`). Every map is therefore reachable,
 and each name stands for exactly one tensor.
+
+The same pass notes which outputs a later in-place op rewrites (a BatchNorm
+followed by ReLU(inplace=True), the `out += identity` of a residual block): the
+tensor's version counter moved after the module returned it. Capture must copy
+those at once; every other output can be kept as it is, at no cost. CNNs run
+the same ops whatever the pixels, so a zero input shows what any input does.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 
@@ -40,6 +48,9 @@ class FeatureLayer:
     stride: tuple[int, int] | None = None
     padding: tuple[int, int] | None = None
     has_kernels: bool = False  # a 2-D convolution: its learned filters can be shown
+    # A later in-place op overwrites this output during the forward pass (ReLU(inplace=True)
+    # after a BatchNorm, a residual +=): whoever keeps it must copy it at once.
+    rewritten: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The JSON form listed by the service."""
@@ -92,12 +103,22 @@ def call_name(module_name: str, call: int, taken: set[str]) -> str:
 class _Seen:
     module_name: str
     call: int
-    shape: tuple[int, ...]
+    output: torch.Tensor | None
+    version: int  # the output's version counter when the module returned it
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.output.shape) if self.output is not None else ()
+
+    @property
+    def rewritten(self) -> bool:
+        """Did a later in-place op (ReLU(inplace=True), a residual +=) change this output?"""
+        return self.output is not None and self.output._version != self.version
 
 
 @contextmanager
 def _recording(root: nn.Module, seen: list[_Seen]) -> Iterator[None]:
-    """Forward hooks on every submodule that note each call's output shape, in order."""
+    """Forward hooks on every submodule that keep each call's output, in order."""
     calls: dict[str, int] = {}
     handles = []
     for name, module in root.named_modules():
@@ -107,8 +128,10 @@ def _recording(root: nn.Module, seen: list[_Seen]) -> Iterator[None]:
         def note(_m: nn.Module, _i: object, output: object, name: str = name) -> None:
             call = calls.get(name, 0)
             calls[name] = call + 1
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-            seen.append(_Seen(name, call, shape))
+            if isinstance(output, torch.Tensor):
+                seen.append(_Seen(name, call, output, output._version))
+            else:
+                seen.append(_Seen(name, call, None, 0))
 
         handles.append(module.register_forward_hook(note))
     try:
@@ -127,7 +150,8 @@ def feature_layers(root: nn.Module, input_shape: tuple[int, int, int]) -> tuple[
     if isinstance(root, torch.jit.ScriptModule):
         return ()
     seen: list[_Seen] = []
-    with _recording(root, seen), torch.inference_mode():
+    # no_grad, not inference_mode: only normal tensors count their in-place versions.
+    with _recording(root, seen), torch.no_grad():
         root(torch.zeros((1, *input_shape)))
     modules = dict(root.named_modules())
     taken = set(modules)
@@ -147,7 +171,28 @@ def feature_layers(root: nn.Module, input_shape: tuple[int, int, int]) -> tuple[
                 output_shape=(record.shape[1], record.shape[2], record.shape[3]),
                 parameters=sum(p.numel() for p in module.parameters()),
                 has_kernels=isinstance(module, nn.Conv2d),
+                rewritten=record.rewritten,
                 **_geometry(module),
             )
         )
     return tuple(layers)
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """A convolution's learned filters, as float32 NumPy arrays."""
+
+    weights: NDArray[np.float32]  # [out_channels, in_channels / groups, kH, kW]
+    bias: NDArray[np.float32] | None  # [out_channels]
+    groups: int
+
+
+def conv_kernels(root: nn.Module, layer: FeatureLayer) -> Kernels:
+    """The filters of a convolution layer (one with has_kernels) of `root`."""
+    conv = root.get_submodule(layer.module)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"{layer.module} is a {type(conv).__name__}, not a Conv2d")
+    bias = None if conv.bias is None else conv.bias.detach().float().cpu().numpy()
+    return Kernels(
+        weights=conv.weight.detach().float().cpu().numpy(), bias=bias, groups=conv.groups
+    )

@@ -8,10 +8,11 @@ captured by forward hooks on the eager module, for that batch only.
 
 Capture rule: a layer name (models.layers) is one call of one module. A module
 called k times per forward pass (a ResNet block's shared `relu`) is hooked once
-and its calls are counted; only the calls asked for are kept, each cloned at
-once, because a later in-place op (ReLU(inplace=True), a residual `+=`) would
-rewrite the tensor. Capture always runs the eager module: a compiled copy, if
-one is ever added, must not be used for batches that capture.
+and its calls are counted; only the calls asked for are kept. An output that a
+later in-place op rewrites (ReLU(inplace=True), a residual `+=`; found at load
+time) is cloned when kept; any other is kept as is, which costs nothing.
+Capture always runs the eager module: a compiled copy, if one is ever added,
+must not be used for batches that capture.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Engine:
             module = module.to(memory_format=torch.channels_last)
         self.module: nn.Module = module.eval()
         self._modules = dict(self.module.named_modules())
+        self._children = _plain_sequential_children(self.module)
         device = plan.device
         self._scale = loaded.preprocess.normalize_scale.to(device)
         self._offset = loaded.preprocess.normalize_offset.to(device)
@@ -76,8 +78,13 @@ class Engine:
         started = time.perf_counter()
         batch = self._collate(inputs)
         captured: dict[str, torch.Tensor] = {}
-        with torch.inference_mode(), self._autocast(), self._hooks(capture, captured):
-            logits = self.module(batch).float()
+        targets = self._targets(capture)
+        direct = {m: targets.pop(m)[0] for m in list(targets) if m in self._children}
+        with torch.inference_mode(), self._autocast(), self._hooks(targets, captured):
+            if direct:
+                logits = self._run_children(batch, direct, captured).float()
+            else:
+                logits = self.module(batch).float()
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronizes
         return EngineOutput(
             probabilities=probabilities,
@@ -114,13 +121,32 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.plan.device.type, dtype=dtype)
 
-    @contextlib.contextmanager
-    def _hooks(self, names: frozenset[str], captured: dict[str, torch.Tensor]) -> Iterator[None]:
-        wanted: dict[str, dict[int, str]] = {}  # module name -> {call index: layer name}
+    def _targets(self, names: frozenset[str]) -> dict[str, dict[int, _Target]]:
+        """Module name -> {call index: what to keep}, for the layers to capture."""
+        wanted: dict[str, dict[int, _Target]] = {}
         for name in names:
             layer = self._layers.get(name)
             module, call = (layer.module, layer.call) if layer else (name, 0)
-            wanted.setdefault(module, {})[call] = name
+            copy_it = layer.rewritten if layer else True
+            wanted.setdefault(module, {})[call] = _Target(name, copy_it)
+        return wanted
+
+    def _run_children(
+        self, batch: torch.Tensor, wanted: dict[str, _Target], captured: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """nn.Sequential's forward, keeping wanted outputs off the loop: no hook to pay for."""
+        x = batch
+        for name, child in self._children.items():
+            x = child(x)
+            target = wanted.get(name)
+            if target is not None:
+                captured[target.name] = x.clone() if target.copy else x
+        return x
+
+    @contextlib.contextmanager
+    def _hooks(
+        self, wanted: dict[str, dict[int, _Target]], captured: dict[str, torch.Tensor]
+    ) -> Iterator[None]:
         handles = [
             self._modules[module].register_forward_hook(_keeper(calls, captured))
             for module, calls in wanted.items()
@@ -132,17 +158,37 @@ class Engine:
                 handle.remove()
 
 
+def _plain_sequential_children(module: nn.Module) -> dict[str, nn.Module]:
+    """The children of a plain nn.Sequential root whose modules are all distinct, else {}.
+
+    Such a root runs each child exactly once, in order, so a child's output can be
+    read off the loop instead of by a hook (the default model is one).
+    """
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return {}
+    every = list(module.named_modules(remove_duplicate=False))
+    if len({id(m) for _, m in every}) != len(every):
+        return {}  # a module is used twice: its calls are counted by hooks
+    return dict(module.named_children())
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    copy: bool  # a later in-place op would rewrite the output: keep a clone
+
+
 def _keeper(
-    calls: dict[int, str], captured: dict[str, torch.Tensor]
+    calls: dict[int, _Target], captured: dict[str, torch.Tensor]
 ) -> Callable[[nn.Module, object, torch.Tensor], None]:
-    """A forward hook that keeps a clone of the outputs of the listed calls of its module."""
+    """A forward hook that keeps the outputs of the listed calls of its module."""
     count = 0
 
     def keep(_m: nn.Module, _i: object, output: torch.Tensor) -> None:
         nonlocal count
-        name = calls.get(count)
+        target = calls.get(count)
         count += 1
-        if name is not None:
-            captured[name] = output.detach().clone()
+        if target is not None:
+            captured[target.name] = output.clone() if target.copy else output
 
     return keep

@@ -132,6 +132,17 @@ def json_layer_chunks(
     return chunks
 
 
+def kernels_json(body: Mapping[str, Any], limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """A kernels document (weights as NumPy arrays), refused when over `limit`."""
+    count = sum(v.size for v in body.values() if isinstance(v, np.ndarray))
+    if count * _MIN_JSON_BYTES_PER_VALUE > limit:
+        raise _too_large(count * _MIN_JSON_BYTES_PER_VALUE, "JSON response", at_least=True)
+    encoded = orjson.dumps(dict(body), option=_JSON_OPTIONS)
+    if len(encoded) > limit:
+        raise _too_large(len(encoded), "JSON response")
+    return encoded
+
+
 def json_body_chunks(head: Mapping[str, Any], layer_chunks: list[bytes]) -> list[bytes]:
     """{**head, "layers": [<layer chunks>]} as chunks whose concatenation is the document."""
     opening = orjson.dumps(dict(head), option=_JSON_OPTIONS)[:-1] + b',"layers":['
