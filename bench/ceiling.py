@@ -1,0 +1,225 @@
+"""In-process ceilings: what one process does with no HTTP at all, serially.
+
+- model alone: the forward pass (with normalization and softmax) on ready
+  pixels, at each batch size; the best is the ceiling;
+- decode + preprocess alone: encoded bytes -> uint8 pixels, one image at a time;
+- together: decode + preprocess a batch, then run it, at the model's best batch.
+
+A variant runs the model in channels_last and/or under bf16 autocast, the CPU
+fast path, for comparison with fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from service.imaging import decode_image
+
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    channels_last: bool = False
+    bf16: bool = False
+
+
+FP32 = Variant("fp32")
+FAST_VARIANTS = (
+    Variant("fp32 channels_last", channels_last=True),
+    Variant("bf16 autocast channels_last", channels_last=True, bf16=True),
+)
+
+
+@dataclass
+class Ceiling:
+    workload: str
+    variant: str
+    model_img_s: dict[int, float] = field(default_factory=dict)  # batch size -> img/s
+    decode_img_s: float = 0.0
+    together_img_s: float = 0.0
+
+    @property
+    def best_batch(self) -> int:
+        return max(self.model_img_s, key=lambda b: self.model_img_s[b])
+
+    @property
+    def model_best_img_s(self) -> float:
+        return self.model_img_s[self.best_batch]
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "model_img_s": {str(k): v for k, v in self.model_img_s.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Ceiling:
+        raw = data["model_img_s"]
+        assert isinstance(raw, dict)
+        return cls(
+            workload=str(data["workload"]),
+            variant=str(data["variant"]),
+            model_img_s={int(k): float(v) for k, v in raw.items()},
+            decode_img_s=float(str(data["decode_img_s"])),
+            together_img_s=float(str(data["together_img_s"])),
+        )
+
+
+def rate(step: Callable[[], int], *, seconds: float, windows: int = 3) -> float:
+    """Items per second of `step` (which returns how many it did), after one untimed call.
+
+    The best of a few windows: on a shared machine other work only ever slows a
+    window down, and this is a ceiling.
+    """
+    step()
+    best = 0.0
+    for _ in range(windows):
+        done, steps = 0, 0
+        started = time.perf_counter()
+        while steps < 2 or time.perf_counter() - started < seconds / windows:
+            done += step()
+            steps += 1
+        best = max(best, done / (time.perf_counter() - started))
+    return best
+
+
+class Runner:
+    """The model of one variant: normalize uint8 pixels, forward, softmax."""
+
+    def __init__(self, loaded: models.LoadedModel, variant: Variant) -> None:
+        self.preprocess = loaded.preprocess
+        self.variant = variant
+        module = copy.deepcopy(loaded.module).eval()
+        if variant.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        batch = self.preprocess.normalize(pixels)
+        if self.variant.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.variant.bf16
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            logits = self.module(batch).float()
+        return torch.softmax(logits, dim=1).numpy()
+
+
+def to_pixels(loaded: models.LoadedModel, data: bytes) -> np.ndarray:
+    return loaded.preprocess.to_uint8(decode_image(data, max_pixels=MAX_PIXELS))
+
+
+def measure(
+    key: str,
+    loaded: models.LoadedModel,
+    samples: Sequence[bytes],
+    *,
+    variant: Variant = FP32,
+    batch_sizes: Sequence[int],
+    seconds: float,
+    decode_img_s: float | None = None,
+) -> Ceiling:
+    runner = Runner(loaded, variant)
+    shape = loaded.card.input.shape
+    ceiling = Ceiling(key, variant.name)
+    for size in batch_sizes:
+        pixels = torch.randint(0, 256, (size, *shape), dtype=torch.uint8)
+
+        def forward(batch: torch.Tensor = pixels) -> int:
+            return len(runner(batch))
+
+        ceiling.model_img_s[size] = rate(forward, seconds=seconds)
+    cursor = iter(range(10**12))
+
+    def next_sample() -> bytes:
+        return samples[next(cursor) % len(samples)]
+
+    if decode_img_s is None:
+        decode_img_s = rate(lambda: int(to_pixels(loaded, next_sample()).size > 0), seconds=seconds)
+    ceiling.decode_img_s = decode_img_s
+    best = ceiling.best_batch
+
+    def together() -> int:
+        arrays = [to_pixels(loaded, next_sample()) for _ in range(best)]
+        return len(runner(torch.from_numpy(np.stack(arrays))))
+
+    ceiling.together_img_s = rate(together, seconds=seconds)
+    return ceiling
+
+
+def measure_workload(
+    key: str,
+    card: str,
+    samples: Sequence[bytes],
+    *,
+    threads: int,
+    batch_sizes: Sequence[int],
+    seconds: float,
+    variants: Sequence[Variant] = (FP32,),
+) -> list[Ceiling]:
+    torch.set_num_threads(threads)
+    loaded = models.load(card)
+    results: list[Ceiling] = []
+    for variant in variants:
+        decode = results[0].decode_img_s if results else None  # decoding is variant-free
+        results.append(
+            measure(
+                key,
+                loaded,
+                samples,
+                variant=variant,
+                batch_sizes=batch_sizes,
+                seconds=seconds,
+                decode_img_s=decode,
+            )
+        )
+    return results
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--card", default=str(models.default_model_path()))
+    parser.add_argument("--image", required=True, help="an encoded image file")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--fast", action="store_true", help="also the channels_last/bf16 variants")
+    args = parser.parse_args()
+    with open(args.image, "rb") as handle:
+        samples = [handle.read()]
+    variants = (FP32, *FAST_VARIANTS) if args.fast else (FP32,)
+    for ceiling in measure_workload(
+        "custom",
+        args.card,
+        samples,
+        threads=args.threads,
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        seconds=args.seconds,
+        variants=variants,
+    ):
+        print(json.dumps(ceiling.to_dict()))
+
+
+if __name__ == "__main__":
+    main()

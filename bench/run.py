@@ -1,0 +1,276 @@
+"""One command runs the whole benchmark and writes bench/RESULTS.md.
+
+    python -m bench.run            # full: 5 s warm-up + 15 s per point (~15 minutes)
+    python -m bench.run --quick    # 1 s + 3 s per point (~3 minutes), to check a change
+
+In-process ceilings first, then each server in turn (cnn-serve, TorchServe,
+LitServe, a naive FastAPI server) under hey at each concurrency, then a
+py-spy profile of cnn-serve under W1 at c=64. It prints and records; it
+never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench import ceiling, procs, servers
+from bench.environment import machine_info, versions
+from bench.gpu_section import gpu_lines
+from bench.hey import Load, ensure_hey, run_hey
+from bench.peers.env import ensure_peer_env
+from bench.profile import profile_lines
+from bench.profiling import profile_ours
+from bench.report import render
+from bench.results import Point, Results, ServerRun
+from bench.scrape import HistogramTotals, histogram_totals
+from bench.workloads import Workload, prepare
+
+BENCH_DIR = Path(__file__).resolve().parent
+SERVER_KINDS = (
+    servers.ServerKind("cnn-serve", "cnn-serve (defaults)"),
+    servers.ServerKind("torchserve", "TorchServe 0.12 (batch 32, 10 ms)"),
+    servers.ServerKind("litserve", "LitServe 0.2.19 (batch 32, 10 ms)"),
+    servers.ServerKind("naive", "naive FastAPI (one request, one forward)"),
+)
+W2_EXTRA_KINDS = (
+    servers.ServerKind(
+        "cnn-serve fp32", "cnn-serve, CNN_PRECISION=fp32", {"CNN_PRECISION": "fp32"}
+    ),
+    servers.ServerKind(
+        "cnn-serve bf16", "cnn-serve, CNN_PRECISION=bf16", {"CNN_PRECISION": "bf16"}
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    warm_s: float
+    point_s: float
+    threads: int
+    w1_concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    w2_concurrency: tuple[int, ...] = (32,)
+    w1x64_concurrency: int = 8
+
+    @classmethod
+    def make(cls, quick: bool, threads: int) -> Plan:
+        return cls(quick, 1.0 if quick else 5.0, 3.0 if quick else 15.0, threads)
+
+    def as_settings(self) -> dict[str, object]:
+        return {
+            "warm-up per point": f"{self.warm_s:g} s (hey, same load, not recorded)",
+            "measured per point": f"{self.point_s:g} s (hey -z)",
+            "torch threads (every server, the ceilings)": self.threads,
+            "W1 concurrency": ", ".join(map(str, self.w1_concurrency)),
+            "W1 64 images/request concurrency": self.w1x64_concurrency,
+            "W2 concurrency": ", ".join(map(str, self.w2_concurrency)),
+            "cnn-serve": "defaults (max batch 32, delay 5 ms, preprocess workers = cores), "
+            "CNN_TORCH_THREADS set",
+            "TorchServe": "1 worker, batchSize 32, maxBatchDelay 10 ms, token auth off",
+            "LitServe": "1 worker, max_batch_size 32, batch_timeout 0.01; body JSON base64",
+            "naive FastAPI": "sync endpoint in FastAPI's thread pool, one forward per request",
+            "bodies": "raw image bytes (cnn-serve, TorchServe, naive); JSON base64 (LitServe)",
+        }
+
+
+def first_answer(running: servers.Running, *, timeout: float = 120.0) -> float:
+    """Seconds from process start to the first 200 answer to a real request."""
+    body = running.body.read_bytes()
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        request = urllib.request.Request(
+            running.predict_url, data=body, headers={"Content-Type": running.content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if response.status == 200:
+                    return time.perf_counter() - running.server.started_at
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{running.server.name}: no 200 answer within {timeout:.0f} s")
+
+
+def _batch_totals(running: servers.Running) -> HistogramTotals | None:
+    if running.metrics_url is None:
+        return None
+    text = procs.http_get_text(running.metrics_url)
+    return histogram_totals(text) if text else None
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_point(
+    hey: str, running: servers.Running, workload: Workload, server: str, c: int, plan: Plan
+) -> Point:
+    load = Load(
+        running.predict_url, running.body, running.content_type, c, plan.warm_s,
+        headers=running.headers,
+    )  # fmt: skip
+    run_hey(hey, load)  # warm-up at the same load, discarded
+    batches_before = _batch_totals(running)
+    server_before = procs.tree_cpu_seconds(running.server.pid)
+    busy_before, hey_before = procs.machine_busy_seconds(), _children_cpu()
+    result = run_hey(hey, replace(load, seconds=plan.point_s))
+    server_cpu = procs.tree_cpu_seconds(running.server.pid) - server_before
+    hey_cpu = _children_cpu() - hey_before
+    other = procs.machine_busy_seconds() - busy_before - server_cpu - hey_cpu
+    batches_after = _batch_totals(running)
+    mean_batch = None
+    if batches_before is not None and batches_after is not None:
+        mean_batch = batches_after.minus(batches_before).mean
+    return Point(
+        workload.key, server, c, workload.images_per_request, result, mean_batch, server_cpu, other
+    )
+
+
+def bench_server(
+    hey: str,
+    kind: servers.ServerKind,
+    workload: Workload,
+    extra: list[tuple[Workload, int]],
+    concurrencies: tuple[int, ...],
+    plan: Plan,
+    results: Results,
+    out: Path,
+) -> None:
+    """Start one server, measure start-up, memory and every point, stop it."""
+    workdir = out / "servers" / f"{workload.key}-{kind.key.replace(' ', '-')}"
+    running = servers.launch(kind, workload, workdir, threads=plan.threads)
+    run = ServerRun(workload.key, kind.key)
+    try:
+        ready = procs.wait_ready(running.server, running.ready_url)
+        answered = first_answer(running)
+        time.sleep(1.0)
+        idle = procs.tree_rss_mb(running.server.pid)
+        run = ServerRun(workload.key, kind.key, ready, answered, idle)
+        print(f"  {kind.key}: ready {ready:.2f} s, idle RSS {idle:.0f} MB", flush=True)
+        loads = [(workload, c) for c in concurrencies] + extra
+        for load_workload, c in loads:
+            target = running if load_workload is workload else running.for_workload(load_workload)
+            point = measure_point(hey, target, load_workload, kind.key, c, plan)
+            results.points.append(point)
+            _print_point(point)
+        run = ServerRun(*_run_fields(run), rss_after_mb=procs.tree_rss_mb(running.server.pid))
+    except Exception as exc:  # a peer that fails is recorded, the run goes on
+        run = ServerRun(*_run_fields(run), error=f"{type(exc).__name__}: {exc}"[:300])
+        print(f"  {kind.key}: FAILED {run.error}", flush=True)
+    finally:
+        procs.stop(running.server)
+        results.runs.append(run)
+
+
+def _run_fields(run: ServerRun) -> tuple[str, str, float | None, float | None, float | None]:
+    return run.workload, run.server, run.ready_s, run.first_answer_s, run.idle_rss_mb
+
+
+def _print_point(p: Point) -> None:
+    p50, p99 = p.hey.latency_ms(50), p.hey.latency_ms(99)
+    batch = f", mean batch {p.mean_batch:.2f}" if p.mean_batch else ""
+    print(
+        f"    {p.workload} c={p.concurrency}: {p.req_s:,.1f} req/s, {p.img_s:,.1f} img/s, "
+        f"p50 {p50 or 0:.2f} ms, p99 {p99 or 0:.2f} ms, errors {p.hey.failed}{batch}",
+        flush=True,
+    )
+
+
+def run_ceilings(workloads: dict[str, Workload], plan: Plan, results: Results) -> None:
+    seconds = 1.5 if plan.quick else 4.5
+    w1, w2 = workloads["W1"], workloads["W2"]
+    print("ceilings: W1", flush=True)
+    results.ceilings += ceiling.measure_workload(
+        "W1", str(w1.card), w1.samples, threads=plan.threads,
+        batch_sizes=(1, 8, 16, 32, 64, 128), seconds=seconds,
+    )  # fmt: skip
+    fast = ceiling.cpu_has_bf16() and not plan.quick
+    variants = (ceiling.FP32, *ceiling.FAST_VARIANTS) if fast else (ceiling.FP32,)
+    print("ceilings: W2", flush=True)
+    results.ceilings += ceiling.measure_workload(
+        "W2", str(w2.card), w2.samples, threads=plan.threads,
+        batch_sizes=(1, 8, 16, 32), seconds=seconds * 2, variants=variants,
+    )  # fmt: skip
+
+
+def run_servers(
+    hey: str,
+    workloads: dict[str, Workload],
+    plan: Plan,
+    results: Results,
+    out: Path,
+    only: set[str],
+) -> None:
+    w1, w2 = workloads["W1"], workloads["W2"]
+    many = [(workloads[k], plan.w1x64_concurrency) for k in ("W1x64", "W1x64v2")]
+    for kind in SERVER_KINDS:
+        if kind.key not in only:
+            continue
+        print(f"W1: {kind.label}", flush=True)
+        extra = many if kind.ours else []
+        bench_server(hey, kind, w1, extra, plan.w1_concurrency, plan, results, out)
+    for kind in (*SERVER_KINDS, *(() if plan.quick else W2_EXTRA_KINDS)):
+        if kind.key not in only and not (kind.ours and "cnn-serve" in only):
+            continue
+        print(f"W2: {kind.label}", flush=True)
+        bench_server(hey, kind, w2, [], plan.w2_concurrency, plan, results, out)
+
+
+def write(results: Results, out: Path, destination: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results.to_dict(), indent=1))
+    text = render(results, profile_lines=profile_lines(results.profile), gpu_lines=gpu_lines())
+    destination.write_text(text)
+    print(f"wrote {destination} and {out / 'results.json'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 s + 3 s per point")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for everyone")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--servers", default=",".join(k.key for k in SERVER_KINDS))
+    parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite RESULTS.md from OUT/results.json"
+    )
+    args = parser.parse_args(argv)
+    if args.render_only:
+        saved = Results.from_dict(json.loads((args.out / "results.json").read_text()))
+        write(saved, args.out, args.results)
+        return 0
+    plan = Plan.make(args.quick, args.threads)
+    out = args.out.resolve()
+    results = Results(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), quick=args.quick)
+    results.settings = plan.as_settings()
+    hey = ensure_hey()
+    ensure_peer_env()
+    results.machine = machine_info()
+    results.versions = versions(hey)
+    workloads = prepare(out / "assets")
+    if not args.no_ceilings:
+        run_ceilings(workloads, plan, results)
+    run_servers(hey, workloads, plan, results, out, set(args.servers.split(",")))
+    if not args.no_profile:
+        print("profile: cnn-serve under W1 c=64 (py-spy)", flush=True)
+        results.profile = profile_ours(hey, workloads["W1"], plan.threads, out, quick=plan.quick)
+    results.machine["load average at the end (1, 5, 15 min)"] = " ".join(
+        f"{x:.2f}" for x in os.getloadavg()
+    )
+    results.finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    write(results, out, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

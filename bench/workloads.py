@@ -1,0 +1,163 @@
+"""The benchmark's inputs: the models, the images, and the request bodies.
+
+W1: the shipped mnist-cnn, one real 28x28 MNIST digit as PNG per request (and
+64 digits per request as multipart). W2: resnet18 with random weights,
+resize 256 + centre-crop 224, one 427x640 photo (scikit-learn's china.jpg,
+JPEG quality 90) per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from models import default_model_path
+
+MULTIPART_BOUNDARY = "cnnservebenchboundary7d1f"
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str  # "W1", "W1x64", "W2"
+    title: str
+    card: Path  # the model's card
+    body: Path  # one request's body for our server, TorchServe and the naive server
+    content_type: str
+    images_per_request: int
+    lit_body: Path  # LitServe's body: JSON {"image": base64}
+    samples: tuple[bytes, ...]  # encoded images for the in-process ceilings
+    path: str | None = None  # cnn-serve's URL path when not /v1/classify
+    headers: tuple[str, ...] = ()
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def multipart_body(images: list[bytes], *, field: str = "images") -> bytes:
+    parts = []
+    for index, data in enumerate(images):
+        head = (
+            f"--{MULTIPART_BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="{index}.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{MULTIPART_BOUNDARY}--\r\n".encode()
+
+
+def v2_binary_body(images: list[bytes]) -> tuple[bytes, int]:
+    """An Open Inference Protocol request: a JSON header, then BYTES elements, length-prefixed."""
+    data = b"".join(len(image).to_bytes(4, "little") + image for image in images)
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [len(images)],
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 5}}],
+    }
+    head = json.dumps(header).encode()
+    return head + data, len(head)
+
+
+def lit_body(image: bytes) -> bytes:
+    return json.dumps({"image": base64.b64encode(image).decode("ascii")}).encode()
+
+
+def mnist_pngs(count: int) -> list[bytes]:
+    """Real held-out MNIST digits (the shipped model's test split) as PNG files."""
+    from models.data import mnist_split
+
+    split = mnist_split()
+    return [encode(image, "PNG") for image in split.test_images[:count]]
+
+
+def china_jpeg() -> bytes:
+    from sklearn.datasets import load_sample_image  # type: ignore[import-untyped]
+
+    return encode(Image.fromarray(load_sample_image("china.jpg")), "JPEG", quality=90)
+
+
+def resnet18_card(folder: Path) -> Path:
+    """resnet18 with random weights, packed by cnn-pack (once; reused afterwards)."""
+    card = folder / "resnet18.json"
+    if card.is_file():
+        return card
+    command = [
+        str(Path(sys.executable).with_name("cnn-pack")),
+        *("--arch", "resnet18", "--random-init", "--num-classes", "1000"),
+        *("--input", "3x224x224", "--resize-size", "256", "--out", str(folder)),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return card
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def prepare(out: Path) -> dict[str, Workload]:
+    """Write every body and model under `out`; return the workloads by key."""
+    out = out.resolve()
+    digits = mnist_pngs(1000)
+    photo = china_jpeg()
+    w1_lit = _write(out / "w1-lit.json", lit_body(digits[0]))
+    w1 = Workload(
+        "W1",
+        "mnist-cnn, one 28x28 PNG per request",
+        default_model_path(),
+        _write(out / "w1.png", digits[0]),
+        "image/png",
+        1,
+        w1_lit,
+        tuple(digits),
+    )
+    w1x64 = Workload(
+        "W1x64",
+        "mnist-cnn, 64 PNGs per request (multipart)",
+        default_model_path(),
+        _write(out / "w1x64.multipart", multipart_body(digits[:64])),
+        f"multipart/form-data; boundary={MULTIPART_BOUNDARY}",
+        64,
+        w1_lit,
+        tuple(digits),
+    )
+    v2_body, v2_header = v2_binary_body(digits[:64])
+    w1x64v2 = Workload(
+        "W1x64v2",
+        "mnist-cnn, 64 PNGs per request (V2 binary)",
+        default_model_path(),
+        _write(out / "w1x64.v2", v2_body),
+        "application/octet-stream",
+        64,
+        w1_lit,
+        tuple(digits),
+        path=f"/v2/models/{default_model_path().stem}/infer",
+        headers=(f"Inference-Header-Content-Length: {v2_header}",),
+    )
+    w2 = Workload(
+        "W2",
+        "resnet18 (random init), one 427x640 JPEG per request",
+        resnet18_card(out / "resnet18"),
+        _write(out / "w2.jpg", photo),
+        "image/jpeg",
+        1,
+        _write(out / "w2-lit.json", lit_body(photo)),
+        (photo,),
+    )
+    return {w.key: w for w in (w1, w1x64, w1x64v2, w2)}

@@ -1,0 +1,74 @@
+"""The ratio table and the target checks, from results built by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.ceiling import Ceiling
+from bench.hey import HeyResult
+from bench.report import render
+from bench.results import Point, Results, ServerRun
+from bench.targets import check_targets
+
+
+def _point(workload: str, server: str, c: int, ok: int, p99_s: float, images: int = 1) -> Point:
+    hey = HeyResult(seconds=10.0, statuses={200: ok}, percentiles={50: p99_s / 2, 99: p99_s})
+    return Point(workload, server, c, images, hey, mean_batch=None, server_cpu_s=5.0)
+
+
+def _results() -> Results:
+    results = Results(started="2026-01-01 00:00:00 UTC", finished="2026-01-01 00:15:00 UTC")
+    results.points = [
+        _point("W1", "cnn-serve", 64, 15_000, 0.050),  # 1,500 req/s
+        _point("W1", "torchserve", 64, 10_000, 0.080),  # 1,000 req/s
+        _point("W1", "litserve", 64, 6_000, 0.150),  # 600 req/s
+        _point("W1", "naive", 64, 3_000, 0.300),
+        _point("W1", "cnn-serve", 1, 4_000, 0.004),  # 400 req/s
+        _point("W1", "naive", 1, 5_000, 0.003),  # 500 req/s
+        _point("W1x64", "cnn-serve", 8, 400, 0.5, images=64),  # 2,560 img/s
+        _point("W2", "cnn-serve fp32", 32, 300, 2.0),  # 30 img/s
+        _point("W2", "cnn-serve", 32, 500, 1.5),  # 50 img/s
+        _point("W2", "torchserve", 32, 280, 2.0),
+        _point("W2", "litserve", 32, 320, 2.0),  # best peer: 32 img/s
+    ]
+    results.ceilings = [
+        Ceiling("W1", "fp32", {32: 4000.0, 64: 5000.0}, decode_img_s=9000.0, together_img_s=3000.0),
+        Ceiling("W2", "fp32", {16: 40.0}, decode_img_s=250.0, together_img_s=35.0),
+    ]
+    results.runs = [ServerRun("W1", "cnn-serve", 3.5, 3.6, 700.0, 800.0)]
+    return results
+
+
+def test_each_target_is_judged_on_its_own_ratio() -> None:
+    checks = {c.name: c for c in check_targets(_results())}
+    assert checks["W1 c=64 req/s vs TorchServe"].measured == "1.50x"
+    assert checks["W1 c=64 req/s vs TorchServe"].met is True
+    assert checks["W1 c=64 p99 vs TorchServe"].met is True
+    assert checks["W1 c=64 req/s vs LitServe"].measured == "2.50x"
+    assert checks["W1 c=64 req/s vs LitServe"].verdict == "MISSED by 17%"
+    assert checks["W1 c=1 req/s vs naive FastAPI"].measured == "0.80x"
+    assert checks["W1 c=1 req/s vs naive FastAPI"].met is False
+    x64 = checks["W1 64 images/request, multipart, vs in-process ceiling (decode + forward)"]
+    assert x64.ratio == pytest.approx(2560 / 3000 / 0.8)
+    assert checks["W2 c=32 fp32 vs fp32 in-process ceiling"].measured == f"{30 / 35:.2f}x"
+    assert checks["W2 c=32 default (CNN_PRECISION=auto) vs best peer"].measured == "1.56x"
+    assert checks["cold start, default model (to /readyz 200)"].met is True
+    assert checks["idle RSS, default model"].met is True
+
+
+def test_missing_points_are_not_measured_rather_than_failed() -> None:
+    results = _results()
+    results.points = [p for p in results.points if p.server != "torchserve"]
+    checks = {c.name: c for c in check_targets(results)}
+    assert checks["W1 c=64 req/s vs TorchServe"].verdict == "not measured"
+    assert checks["W1 c=64 p99 vs TorchServe"].met is None
+
+
+def test_render_has_the_ratio_row_and_survives_a_json_round_trip() -> None:
+    results = Results.from_dict(json.loads(json.dumps(_results().to_dict())))
+    text = render(results)
+    assert "| W1 | 64 | 1.50x | 2.50x | 5.00x |" in text
+    assert "| W1 c=64 req/s vs LitServe | >= 3x | 2.50x | MISSED by 17% |" in text
+    assert "| W1 | fp32 | 5,000 (batch 64) | 9,000 | 3,000 (batch 64) |" in text
