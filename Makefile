@@ -44,6 +44,11 @@ pytest: install-dev chromium
 
 test: lint typecheck pytest
 
+# The benchmark beside TorchServe, LitServe and a naive FastAPI server; writes bench/RESULTS.md.
+# QUICK=1: short points, W2 without the precision variants; SERVERS=cnn-serve: ours alone.
+bench: install-dev
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(SERVERS),--servers $(SERVERS))
+
 train: install-dev
 	$(BIN)/cnn-train
 
