@@ -145,3 +145,16 @@ async def test_cors_is_off_by_default_and_on_for_configured_origins(
     # A refusal still carries CORS headers, so the page can show the 401.
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_no_endpoint_takes_a_path_or_a_url(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    names: list[str] = []
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            names += [p["name"].lower() for p in operation.get("parameters", [])]
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                names += [n.lower() for n in content.get("schema", {}).get("properties", {})]
+    assert len(names) > 10  # the schema was read
+    suspicious = [n for n in names if any(w in n for w in ("path", "url", "uri", "file", "dir"))]
+    assert suspicious == []
