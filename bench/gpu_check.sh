@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU check, one device call of at most 8 minutes: the tests marked `gpu`, then the GPU
+# benchmark (bench/gpu_bench.py: resnet50 in-process vs the service, V2 binary batches and
+# one JPEG per request at c=128). Run bench/gpu_prepare.sh first where pip works, and carry
+# .whl to the GPU machine. Without an NVIDIA GPU that torch can use it refuses, exit code 3.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+RESULTS=${OUT:-bench/out/gpu}
+
+refuse() {
+  echo "gpu_check: $1; this script runs only on a machine with a CUDA GPU" >&2
+  exit 3
+}
+
+command -v nvidia-smi >/dev/null 2>&1 || refuse "no NVIDIA GPU here (nvidia-smi not found)"
+nvidia-smi -L >/dev/null 2>&1 || refuse "nvidia-smi finds no GPU"
+"$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null \
+  || refuse "torch sees no CUDA device"
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/cnn-serve-site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/cnn-serve-site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+HEY=$(command -v hey || echo .whl/hey)
+chmod +x "$HEY" 2>/dev/null || true
+mkdir -p "$RESULTS"
+nvidia-smi -L | tee "$RESULTS/gpu-name.txt"
+
+status=0
+timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu 2>&1 | tee "$RESULTS/gpu-tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+timeout 270 "$PYTHON" -m bench.gpu_bench --out "$RESULTS" --hey "$HEY" 2>&1 | tee "$RESULTS/gpu-bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "gpu_check: results in $RESULTS (gpu-results.json: copy to bench/gpu-results.json)"
+exit $status

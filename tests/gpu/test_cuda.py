@@ -1,0 +1,166 @@
+"""On a CUDA device: device selection, reduced precision, channels_last, pinned memory, OOM.
+
+Every test here is marked `gpu` and skipped without CUDA; bench/gpu_check.sh runs them on a
+GPU machine. They use the real engine and batcher with the shipped model and real digits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from service.batching import Batcher
+from service.devices import DevicePlan, DeviceUnavailable, plan_for
+from service.engine import Engine, EngineOutput
+from tests.helpers import Digits
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def _pixels(loaded: models.LoadedModel, digits: Digits, count: int) -> torch.Tensor:
+    arrays = [loaded.preprocess.to_uint8(digits.images[i]) for i in range(count)]
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _plan(precision: str, *, channels_last: bool, pin: bool) -> DevicePlan:
+    return DevicePlan(torch.device("cuda", 0), precision, channels_last, pin)  # type: ignore[arg-type]
+
+
+def test_auto_picks_the_first_gpu_with_its_fast_path() -> None:
+    plan = plan_for("auto", "auto")
+    assert plan.device == torch.device("cuda", 0)
+    assert (plan.precision, plan.channels_last, plan.pin_memory) == ("fp16", True, True)
+    assert plan_for("cuda:0", "fp32").device == torch.device("cuda", 0)
+    with pytest.raises(DeviceUnavailable, match="CUDA device"):
+        plan_for(f"cuda:{torch.cuda.device_count()}", "auto")
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16)]
+)
+def test_reduced_precision_runs_in_that_dtype_and_agrees_with_fp32(
+    digits: Digits, precision: str, dtype: torch.dtype
+) -> None:
+    loaded = models.load(models.default_model_path())
+    pixels = _pixels(loaded, digits, 1000)
+    reference = Engine(loaded, _plan("fp32", channels_last=False, pin=False)).run([pixels])
+    engine = Engine(loaded, _plan(precision, channels_last=True, pin=True))
+    seen: list[torch.dtype] = []
+    conv = next(m for m in engine.module.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        output = engine.run([pixels])
+    finally:
+        handle.remove()
+    assert seen == [dtype]
+    assert output.probabilities.dtype == np.float32
+    agreement = np.mean(output.probabilities.argmax(1) == reference.probabilities.argmax(1))
+    assert agreement >= 0.995
+    assert np.mean(output.probabilities.argmax(1) == digits.labels[:1000]) >= 0.95
+
+
+def test_channels_last_weights_and_same_answers(digits: Digits) -> None:
+    loaded = models.load(models.default_model_path())
+    pixels = _pixels(loaded, digits, 64)
+    plain = Engine(loaded, _plan("fp32", channels_last=False, pin=False)).run([pixels])
+    engine = Engine(loaded, _plan("fp32", channels_last=True, pin=False))
+    conv = next(m for m in engine.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.weight.device.type == "cuda"
+    output = engine.run([pixels])
+    np.testing.assert_allclose(output.probabilities, plain.probabilities, atol=2e-3)
+
+
+def test_pinned_transfer_gives_the_cpu_answers(digits: Digits) -> None:
+    loaded = models.load(models.default_model_path())
+    pixels = _pixels(loaded, digits, 32)
+    cpu = Engine(loaded, DevicePlan(torch.device("cpu"), "fp32", False, False)).run([pixels])
+    engine = Engine(loaded, _plan("fp32", channels_last=False, pin=True))
+    inputs_seen: list[torch.Tensor] = []
+    handle = engine.module.register_forward_pre_hook(lambda _m, args: inputs_seen.append(args[0]))
+    try:
+        output = engine.run([pixels[:16], pixels[16:]])  # two requests, collated on the way
+    finally:
+        handle.remove()
+    assert inputs_seen[0].device.type == "cuda"
+    assert not pixels.is_pinned()  # the caller's tensor is left as it was
+    np.testing.assert_allclose(output.probabilities, cpu.probabilities, atol=1e-4)
+
+
+class _HungryEngine:
+    """The real engine, plus a real device allocation that grows with the batch."""
+
+    def __init__(self, engine: Engine, bytes_per_image: int) -> None:
+        self.engine = engine
+        self.bytes_per_image = bytes_per_image
+        self.sizes: list[int] = []
+
+    @property
+    def device_name(self) -> str:
+        return self.engine.device_name
+
+    def run(
+        self, inputs: Sequence[torch.Tensor], capture: frozenset[str] = frozenset()
+    ) -> EngineOutput:
+        images = sum(int(t.shape[0]) for t in inputs)
+        try:
+            scratch = torch.empty(images * self.bytes_per_image, dtype=torch.uint8, device="cuda")
+            del scratch
+        finally:
+            torch.cuda.empty_cache()
+        self.sizes.append(images)
+        return self.engine.run(inputs, capture)
+
+
+class _Kinds:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def batch_done(
+        self, *, size: int, seconds: float, device: str, queue_waits: Sequence[float]
+    ) -> None:
+        pass
+
+    def batch_failed(self, *, kind: str) -> None:
+        self.failed.append(kind)
+
+    def queue_changed(self, depth: int) -> None:
+        pass
+
+
+async def test_a_batch_that_runs_out_of_memory_is_split_until_it_fits(digits: Digits) -> None:
+    torch.cuda.empty_cache()
+    loaded = models.load(models.default_model_path())
+    free, _ = torch.cuda.mem_get_info()
+    # Four images need 4/3 of the free memory (out of memory); two need 2/3 (fits).
+    runner = _HungryEngine(Engine(loaded, plan_for("cuda", "fp32")), int(free * 0.33))
+    observer = _Kinds()
+    batcher = Batcher("mnist-cnn", [runner], max_batch_size=4, max_delay_s=0.0,
+                      max_queue_images=16, observer=observer)  # fmt: skip
+    pixels = _pixels(loaded, digits, 4)
+    deadline = time.monotonic() + 120
+    tasks = [
+        asyncio.ensure_future(batcher.submit(pixels[i : i + 1], deadline=deadline))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0.05)  # all four queued before the worker starts: one batch of four
+    batcher.start()
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        batcher.stop(10)
+    assert observer.failed[0] == "oom"
+    assert runner.sizes == [2, 2]
+    cpu = Engine(loaded, DevicePlan(torch.device("cpu"), "fp32", False, False)).run([pixels])
+    predicted = [int(r.probabilities.argmax()) for r in results]
+    assert predicted == [int(i) for i in cpu.probabilities.argmax(1)]
+    assert all(r.batch_size == 2 for r in results)
