@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv annotated-types
-  typing-inspection annotated-doc uvicorn python-multipart orjson asgi-lifespan sniffio pytest-asyncio)
+  typing-inspection annotated-doc uvicorn python-multipart orjson asgi-lifespan sniffio pytest-asyncio
+  mlxtend)
 mkdir -p .whl
 pins=()
 for name in "${PACKAGES[@]}"; do
