@@ -14,7 +14,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 from service.app import create_app
 from service.settings import Settings
 
-EXAMPLES = 20  # per operation: keeps the whole run well under a minute
+EXAMPLES = 50  # per operation: keeps the whole run well under a minute
 # A request can be schema-valid yet wrong for the model it names (top_k over its class
 # count, an image of the wrong kind): such a request gets a 4xx, which this check calls
 # a failure. Everything else is checked: no 5xx, documented statuses, content types,
