@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import tempfile
 
@@ -57,7 +58,8 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        # ceil: a grace of 0 must mean "do not wait" (uvicorn reads None as "wait forever").
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
     )
     server = GracefulServer(config, drain_s=settings.shutdown_drain_s)
