@@ -15,6 +15,8 @@ from service.predictions import top_k as rank_top_k
 from service.registry import ServedModel
 from service.state import AppState
 
+DEFAULT_TOP_K = 5  # or the class count, when a model has fewer classes
+
 
 async def run_images(
     request: Request,
@@ -74,13 +76,20 @@ async def submit_pixels(
     return result
 
 
+def resolve_top_k(requested: int | None, classes: int) -> int:
+    if requested is None:
+        return min(DEFAULT_TOP_K, classes)
+    if requested > classes:
+        raise InvalidParameter(f"top_k must be between 1 and {classes} (the class count)")
+    return requested
+
+
 async def classify_images(
-    request: Request, state: AppState, served: ServedModel, *, top_k: int, deadline: float
+    request: Request, state: AppState, served: ServedModel, *, top_k: int | None, deadline: float
 ) -> dict[str, Any]:
     request.state.model = served.name
     classes = served.loaded.card.num_classes
-    if top_k > classes:
-        raise InvalidParameter(f"top_k must be between 1 and {classes} (the class count)")
+    top_k = resolve_top_k(top_k, classes)
     result = await run_images(request, state, served, deadline=deadline)
     return {
         "model": served.name,

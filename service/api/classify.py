@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["classification"])
 
 
 async def _classify(
-    request: Request, state: StateDep, served: ServedModel, top_k: int, deadline: float
+    request: Request, state: StateDep, served: ServedModel, top_k: int | None, deadline: float
 ) -> Response:
     body = await classify_images(request, state, served, top_k=top_k, deadline=deadline)
     return json_response(body)
@@ -33,7 +33,7 @@ async def classify_default(
     state: StateDep,
     served: DefaultModelDep,
     deadline: DeadlineDep,
-    top_k: TopKQuery = 5,
+    top_k: TopKQuery = None,
 ) -> Response:
     return await _classify(request, state, served, top_k, deadline)
 
@@ -50,6 +50,6 @@ async def classify_named(
     state: StateDep,
     served: NamedModelDep,
     deadline: DeadlineDep,
-    top_k: TopKQuery = 5,
+    top_k: TopKQuery = None,
 ) -> Response:
     return await _classify(request, state, served, top_k, deadline)

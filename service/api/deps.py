@@ -31,8 +31,10 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
 def _serving(registry: ModelRegistry) -> ModelRegistry:
-    if not registry.serving:
-        raise NotReady("the server is " + ("shutting down" if registry.draining else "starting"))
+    # Readiness turns 503 as soon as draining starts, but requests still routed here while
+    # the endpoints drain are served: the batcher refuses new work only once it stops.
+    if not registry.ready:
+        raise NotReady("the server is starting")
     return registry
 
 
@@ -58,6 +60,10 @@ async def request_deadline(state: StateDep) -> float:
 DeadlineDep = Annotated[float, Depends(request_deadline)]
 
 TopKQuery = Annotated[
-    int,
-    Query(ge=1, le=100_000, description="labels per image, best first (at most the class count)"),
+    int | None,
+    Query(
+        ge=1,
+        le=100_000,
+        description="labels per image, best first; default 5 (or the class count if smaller)",
+    ),
 ]
