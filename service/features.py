@@ -230,8 +230,10 @@ def prediction_headers(prediction: Mapping[str, Any], dtype: str) -> dict[str, s
     }
 
 
-def check_png_options(layers: Sequence[FeatureLayer], fmt: str, channels: str | None) -> None:
-    """format=png draws one layer; channels choose among its channels and mean nothing elsewhere."""
+def check_png_options(
+    layers: Sequence[FeatureLayer], fmt: str, channels: str | None, scale: int | None
+) -> None:
+    """format=png draws one layer; channels and scale shape the drawing, and mean nothing else."""
     if fmt == "png" and len(layers) != 1:
         names = ", ".join(layer.name for layer in layers[:5])
         more = ", ..." if len(layers) > 5 else ""
@@ -239,5 +241,5 @@ def check_png_options(layers: Sequence[FeatureLayer], fmt: str, channels: str | 
             f"format=png draws one layer; {len(layers)} requested ({names}{more}): "
             "pass layers=<one name>"
         )
-    if fmt != "png" and channels is not None:
-        raise InvalidParameter("channels applies to format=png only")
+    if fmt != "png" and (channels is not None or scale is not None):
+        raise InvalidParameter("channels and scale apply to format=png only")

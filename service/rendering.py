@@ -152,23 +152,41 @@ def kernel_levels(weights: NDArray[np.float32]) -> NDArray[np.uint8]:
     return levels
 
 
-def kernel_grid_png(weights: NDArray[np.float32], *, scale: int) -> bytes:
-    """A convolution's filters: one row per output channel, one column per input channel.
-
-    Filters with a single input channel (a grey-scale stem, depthwise convolutions)
-    are laid out in a near-square grid instead of one tall column.
-    """
+def _kernel_layout(weights: NDArray[np.float32], scale: int) -> tuple[int, int, int, int]:
+    """Columns, rows and tile size of a kernel grid (see kernel_grid_png)."""
     out_channels, in_channels, k_h, k_w = weights.shape
     tile_h, tile_w = k_h * scale, k_w * scale
     if in_channels == 1:
         columns, rows = _grid_shape(out_channels, tile_h, tile_w)
     else:
         columns, rows = in_channels, out_channels
-    _check_size(columns * (tile_w + 1) - 1, rows * (tile_h + 1) - 1, "kernel")
+    return columns, rows, tile_h, tile_w
+
+
+def _grid_pixels(columns: int, rows: int, tile_h: int, tile_w: int) -> tuple[int, int]:
+    return columns * (tile_w + 1) - 1, rows * (tile_h + 1) - 1
+
+
+def default_kernel_scale(weights: NDArray[np.float32]) -> int:
+    """Enlarge 3x3 kernels to 24 pixels where the grid stays within the pixel limit."""
+    scale = max(1, min(MAX_SCALE, 24 // int(max(weights.shape[2], weights.shape[3]))))
+    while scale > 1:
+        width, height = _grid_pixels(*_kernel_layout(weights, scale))
+        if width * height <= MAX_GRID_PIXELS:
+            break
+        scale -= 1
+    return scale
+
+
+def kernel_grid_png(weights: NDArray[np.float32], *, scale: int | None = None) -> bytes:
+    """A convolution's filters: one row per output channel, one column per input channel.
+
+    Filters with a single input channel (a grey-scale stem, depthwise convolutions)
+    are laid out in a near-square grid instead of one tall column. Without a scale,
+    small kernels are enlarged as far as default_kernel_scale allows.
+    """
+    scale = scale or default_kernel_scale(weights)
+    columns, rows, tile_h, tile_w = _kernel_layout(weights, scale)
+    _check_size(*_grid_pixels(columns, rows, tile_h, tile_w), "kernel")
     levels = _upscale(kernel_levels(weights), scale).reshape(-1, tile_h, tile_w)
     return _encode_png(_assemble(DIVERGING[levels], columns, rows, _KERNEL_GUTTER))
-
-
-def default_kernel_scale(kernel_size: tuple[int, int]) -> int:
-    """Enough enlargement that a 3x3 kernel is visible (24 pixels), 1 for big kernels."""
-    return max(1, min(MAX_SCALE, 24 // max(kernel_size)))

@@ -33,7 +33,6 @@ from service.predictions import top_k as rank_top_k
 from service.registry import ServedModel
 from service.rendering import (
     MAX_SCALE,
-    default_kernel_scale,
     feature_grid_png,
     kernel_grid_png,
     parse_channels,
@@ -133,9 +132,7 @@ async def feature_maps(
     top_k: TopKQuery = 5,
 ) -> Response:
     chosen = LayerIndex(served.layers).select(layers)
-    check_png_options(chosen, fmt, channels)
-    if fmt != "png" and scale is not None:
-        raise InvalidParameter("scale applies to format=png only")
+    check_png_options(chosen, fmt, channels, scale)
     if fmt == "png":  # refuse bad channels before running the model
         parse_channels(channels, chosen[0].output_shape[0])
     if top_k > served.loaded.card.num_classes:
@@ -214,8 +211,7 @@ async def kernels(
     found = conv_kernels(served.loaded.module, entry)
     weights = found.weights
     if fmt == "png":
-        size = scale or default_kernel_scale((weights.shape[2], weights.shape[3]))
-        png = await run_in_threadpool(kernel_grid_png, weights, scale=size)
+        png = await run_in_threadpool(kernel_grid_png, weights, scale=scale)
         return Response(png, media_type="image/png")
     if scale is not None:
         raise InvalidParameter("scale applies to format=png only")

@@ -28,7 +28,7 @@ from service.batching import Batcher
 from service.devices import plan_for
 from service.engine import Engine
 from service.features import MAX_RESPONSE_BYTES, NpzStream
-from service.rendering import VIRIDIS, minmax_levels, parse_channels
+from service.rendering import VIRIDIS, default_kernel_scale, minmax_levels, parse_channels
 from service.settings import ModelSpec, Settings
 from tests.conftest import AppClientFactory
 from tests.helpers import Digits, png_bytes
@@ -327,6 +327,13 @@ def test_viridis_table_is_viridis_and_rises_in_lightness() -> None:
     assert np.abs(VIRIDIS.astype(float) - original).max() <= 2.5
     luma = VIRIDIS.astype(float) @ np.array([0.2126, 0.7152, 0.0722])
     assert (np.diff(luma[::8]) > 0).all()
+
+
+def test_kernel_grids_of_wide_layers_shrink_to_fit() -> None:
+    assert default_kernel_scale(np.zeros((16, 1, 3, 3), np.float32)) == 8
+    assert default_kernel_scale(np.zeros((256, 256, 3, 3), np.float32)) == 4
+    assert default_kernel_scale(np.zeros((512, 512, 3, 3), np.float32)) == 2
+    assert default_kernel_scale(np.zeros((64, 3, 7, 7), np.float32)) == 3
 
 
 def test_channel_ranges_and_npz_size() -> None:
