@@ -28,7 +28,7 @@ from service.features import (
     kernels_json,
     prediction_headers,
 )
-from service.inference import run_images
+from service.inference import resolve_top_k, run_images
 from service.predictions import top_k as rank_top_k
 from service.registry import ServedModel
 from service.rendering import (
@@ -129,14 +129,13 @@ async def feature_maps(
     include: IncludeQuery = None,
     channels: ChannelsQuery = None,
     scale: ScaleQuery = None,
-    top_k: TopKQuery = 5,
+    top_k: TopKQuery = None,
 ) -> Response:
     chosen = LayerIndex(served.layers).select(layers)
     check_png_options(chosen, fmt, channels, scale)
     if fmt == "png":  # refuse bad channels before running the model
         parse_channels(channels, chosen[0].output_shape[0])
-    if top_k > served.loaded.card.num_classes:
-        raise InvalidParameter(f"top_k must be at most {served.loaded.card.num_classes}")
+    top_k = resolve_top_k(top_k, served.loaded.card.num_classes)
     probabilities, maps = await _one_image_maps(request, state, served, chosen, deadline)
     prediction = rank_top_k(probabilities, served.loaded.card.labels, top_k)[0]
     if fmt == "npz":
