@@ -224,6 +224,34 @@ async def test_different_layer_sets_share_one_batch(digits: Digits) -> None:
             assert_maps_equal(maps[0], reference[name][0])
 
 
+def _small_net(shared: bool) -> nn.Module:
+    relu = nn.ReLU()
+    block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)]
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), relu, block, relu if shared else nn.ReLU())
+    net.extend(head)
+    net[2][1].running_mean.uniform_(-1, 1)  # a BatchNorm that changes its input
+    return net.eval()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_capture_of_nested_rewritten_and_shared_modules(digits: Digits, shared: bool) -> None:
+    card = models.load(models.default_model_path()).card
+    loaded = models.LoadedModel(module=_small_net(shared), card=card, path=Path("small"))
+    layers = feature_layers(loaded.module, card.input.shape)
+    by_name = {layer.name: layer for layer in layers}
+    assert by_name["2.1"].rewritten  # the block's in-place ReLU overwrites its BatchNorm
+    assert ("1_1" in by_name) == shared  # a module used twice gives two names
+    engine = Engine(loaded, plan_for("cpu", "fp32"), layers)
+    pixels = torch.from_numpy(loaded.preprocess.to_uint8(digits.images[9]))[None]
+    output = engine.run([pixels], frozenset(by_name))
+    reference = reference_calls(loaded.module, loaded.preprocess(digits.images[9])[None])
+    for layer in layers:
+        assert_maps_equal(output.features[layer.name][0], reference[layer.module][layer.call])
+    assert not np.array_equal(output.features["2.1"], output.features["2.2"])
+
+
 async def test_npz_streams_layer_by_layer(digits: Digits) -> None:
     app = create_app(Settings(torch_threads=1, preprocess_workers=1))
     messages: list[dict[str, Any]] = []
