@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from models import ModelLoadError
+from service.allocator import keep_freed_memory
 from service.app import create_app
 from service.devices import DeviceUnavailable
 from service.logs import configure_logging
@@ -48,6 +49,7 @@ def _startup_failure(app: FastAPI) -> str:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    keep_freed_memory()
     if settings.temp_dir is not None:
         # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
         tempfile.tempdir = str(settings.temp_dir)
