@@ -59,6 +59,17 @@ class Ceiling:
     def model_best_img_s(self) -> float:
         return self.model_img_s[self.best_batch]
 
+    def best_of(self, other: Ceiling) -> Ceiling:
+        """Each figure's better value of two passes: other work only ever slows a pass down."""
+        sizes = set(self.model_img_s) | set(other.model_img_s)
+        return Ceiling(
+            self.workload,
+            self.variant,
+            {b: max(self.model_img_s.get(b, 0.0), other.model_img_s.get(b, 0.0)) for b in sizes},
+            max(self.decode_img_s, other.decode_img_s),
+            max(self.together_img_s, other.together_img_s),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "model_img_s": {str(k): v for k, v in self.model_img_s.items()}}
 
@@ -75,7 +86,7 @@ class Ceiling:
         )
 
 
-def rate(step: Callable[[], int], *, seconds: float, windows: int = 3) -> float:
+def rate(step: Callable[[], int], *, seconds: float, windows: int = 5) -> float:
     """Items per second of `step` (which returns how many it did), after one untimed call.
 
     The best of a few windows: on a shared machine other work only ever slows a

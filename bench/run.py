@@ -185,6 +185,19 @@ def _print_point(p: Point) -> None:
 
 
 def run_ceilings(workloads: dict[str, Workload], plan: Plan, results: Results) -> None:
+    """Measured before the servers and again after them; each figure keeps its better pass."""
+    first = results.ceilings
+    results.ceilings = []
+    _measure_ceilings(workloads, plan, results)
+    if first:
+        best = {(c.workload, c.variant): c for c in first}
+        results.ceilings = [
+            best[(c.workload, c.variant)].best_of(c) if (c.workload, c.variant) in best else c
+            for c in results.ceilings
+        ]
+
+
+def _measure_ceilings(workloads: dict[str, Workload], plan: Plan, results: Results) -> None:
     seconds = 1.5 if plan.quick else 4.5
     w1, w2 = workloads["W1"], workloads["W2"]
     print("ceilings: W1", flush=True)
@@ -264,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_profile:
         print("profile: cnn-serve under W1 c=64 (py-spy)", flush=True)
         results.profile = profile_ours(hey, workloads["W1"], plan.threads, out, quick=plan.quick)
+    if not args.no_ceilings and not plan.quick:
+        print("ceilings, second pass", flush=True)
+        run_ceilings(workloads, plan, results)
     results.machine["load average at the end (1, 5, 15 min)"] = " ".join(
         f"{x:.2f}" for x in os.getloadavg()
     )

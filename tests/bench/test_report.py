@@ -72,3 +72,13 @@ def test_render_has_the_ratio_row_and_survives_a_json_round_trip() -> None:
     assert "| W1 | 64 | 1.50x | 2.50x | 5.00x |" in text
     assert "| W1 c=64 req/s vs LitServe | >= 3x | 2.50x | MISSED by 17% |" in text
     assert "| W1 | fp32 | 5,000 (batch 64) | 9,000 | 3,000 (batch 64) |" in text
+
+
+def test_ceiling_passes_keep_each_figures_better_value() -> None:
+    first = Ceiling("W2", "fp32", {8: 55.0, 16: 15.0}, decode_img_s=157.0, together_img_s=10.0)
+    second = Ceiling("W2", "fp32", {8: 40.0, 16: 48.0, 32: 50.0}, decode_img_s=200.0,
+                     together_img_s=38.0)  # fmt: skip
+    best = first.best_of(second)
+    assert best.model_img_s == {8: 55.0, 16: 48.0, 32: 50.0}
+    assert (best.decode_img_s, best.together_img_s) == (200.0, 38.0)
+    assert (best.best_batch, best.model_best_img_s) == (8, 55.0)
