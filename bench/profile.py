@@ -160,6 +160,29 @@ def profile_lines(profile: dict[str, Any] | None) -> list[str]:
     lines += [f"| `{k}` | {s:.1%} |" for k, s in profile["top_self"]]
     lines += ["", "Our functions, inclusive time:", "", "| function | share |", "|---|---|"]
     lines += [f"| `{k}` | {s:.1%} |" for k, s in profile["top_ours_inclusive"]]
+    return [*lines, "", *_gil_lines(profile.get("gil"))]
+
+
+def _gil_lines(gil: dict[str, Any] | None) -> list[str]:
+    """The same load sampled with --gil: only the thread holding the GIL, at each sample."""
+    if not gil or not gil.get("samples"):
+        return []
+    lines = [
+        "### Who holds the GIL (py-spy --gil, same load, the next window)",
+        "",
+        "A thread that py-spy sees as active may be waiting to take the GIL back after a call",
+        "that released it (a socket write, os.urandom, epoll): the table above counts that",
+        "wait where it happened. Sampling only the GIL holder shows the Python work that",
+        f"serializes the process ({gil['req_s']:,.0f} req/s during this window).",
+        "",
+        "| what the GIL holder was doing | share of samples |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {s:.1%} |" for k, s in gil["categories"]]
+    lines += ["", "| thread | share |", "|---|---|"]
+    lines += [f"| {k} | {s:.1%} |" for k, s in gil["threads"]]
+    lines += ["", "| leaf frame | share |", "|---|---|"]
+    lines += [f"| `{k}` | {s:.1%} |" for k, s in gil["top_self"][:12]]
     return [*lines, ""]
 
 

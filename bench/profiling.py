@@ -22,17 +22,18 @@ def _py_spy_version() -> str:
     return done.stdout.strip().removeprefix("py-spy ") or "unknown"
 
 
-def _record(pid: int, seconds: int, output: Path) -> subprocess.CompletedProcess[str]:
+def _record(pid: int, seconds: int, output: Path, *, gil: bool) -> subprocess.CompletedProcess[str]:
     command = [
         str(peer_bin("py-spy")),
         *("record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(RATE_HZ)),
         *("--nonblocking", "--threads", "--format", "raw", "--output", str(output)),
+        *(("--gil",) if gil else ()),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
 
 
 def _profile_under_load(
-    hey: str, running: servers.Running, seconds: int, output: Path
+    hey: str, running: servers.Running, seconds: int, output: Path, *, gil: bool = False
 ) -> dict[str, Any]:
     load = Load(running.predict_url, running.body, running.content_type, CONCURRENCY, seconds + 2)
     run_hey(hey, Load(load.url, load.body, load.content_type, CONCURRENCY, 3))  # warm-up
@@ -40,7 +41,7 @@ def _profile_under_load(
         time.sleep(1.0)  # let the load settle before sampling
         cpu_before = procs.tree_cpu_seconds(running.server.pid)
         started = time.perf_counter()
-        recorded = _record(running.server.pid, seconds, output)
+        recorded = _record(running.server.pid, seconds, output, gil=gil)
         elapsed = time.perf_counter() - started
         cpu = procs.tree_cpu_seconds(running.server.pid) - cpu_before
         stdout, _ = loader.communicate(timeout=seconds + 90)
@@ -71,6 +72,9 @@ def profile_ours(
     try:
         procs.wait_ready(running.server, running.ready_url)
         profile = _profile_under_load(hey, running, seconds, workdir / "py-spy.txt")
+        # Only the thread holding the GIL: what bounds a Python-bound server.
+        gil = _profile_under_load(hey, running, seconds, workdir / "py-spy-gil.txt", gil=True)
+        profile["gil"] = gil
     except Exception as exc:
         profile = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     finally:
@@ -83,3 +87,30 @@ def profile_ours(
         raw=str(workdir / "py-spy.txt"),
     )
     return profile
+
+
+def main() -> None:
+    """Profile alone (no benchmark): merge into OUT/results.json, then --render-only."""
+    import argparse
+    import json
+
+    from bench.hey import ensure_hey
+    from bench.workloads import prepare
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    workload = prepare(out / "assets")["W1"]
+    profile = profile_ours(ensure_hey(), workload, args.threads, out, quick=False)
+    saved = out / "results.json"
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        data["profile"] = profile
+        saved.write_text(json.dumps(data, indent=1))
+    print(json.dumps({k: v for k, v in profile.items() if k != "gil"}, indent=1)[:3000])
+
+
+if __name__ == "__main__":
+    main()
