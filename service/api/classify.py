@@ -5,19 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.deps import DeadlineDep, DefaultModelDep, NamedModelDep, StateDep, TopKQuery
+from service.api.deps import DefaultModelCallDep, ModelCall, NamedModelCallDep, TopKQuery
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY, ClassifyResponse
 from service.inference import classify_images
-from service.registry import ServedModel
 from service.responses import json_response
 
 router = APIRouter(prefix="/v1", tags=["classification"])
 
 
-async def _classify(
-    request: Request, state: StateDep, served: ServedModel, top_k: int | None, deadline: float
-) -> Response:
-    body = await classify_images(request, state, served, top_k=top_k, deadline=deadline)
+async def _classify(request: Request, call: ModelCall, top_k: int | None) -> Response:
+    body = await classify_images(
+        request, call.state, call.served, top_k=top_k, deadline=call.deadline
+    )
     return json_response(body)
 
 
@@ -29,13 +28,9 @@ async def _classify(
     openapi_extra=IMAGE_REQUEST_BODY,
 )
 async def classify_default(
-    request: Request,
-    state: StateDep,
-    served: DefaultModelDep,
-    deadline: DeadlineDep,
-    top_k: TopKQuery = None,
+    request: Request, call: DefaultModelCallDep, top_k: TopKQuery = None
 ) -> Response:
-    return await _classify(request, state, served, top_k, deadline)
+    return await _classify(request, call, top_k)
 
 
 @router.post(
@@ -46,10 +41,6 @@ async def classify_default(
     openapi_extra=IMAGE_REQUEST_BODY,
 )
 async def classify_named(
-    request: Request,
-    state: StateDep,
-    served: NamedModelDep,
-    deadline: DeadlineDep,
-    top_k: TopKQuery = None,
+    request: Request, call: NamedModelCallDep, top_k: TopKQuery = None
 ) -> Response:
-    return await _classify(request, state, served, top_k, deadline)
+    return await _classify(request, call, top_k)
