@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import classify, feature_maps, health, model_info, ui, v2
 from service.api.metrics import add_metrics_route
+from service.batching import Arrivals
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
-from service.middleware import BodySizeLimit, HeaderSizeLimit
+from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability, RouteTemplates
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
@@ -28,11 +29,11 @@ from service.state import AppState
 log = logging.getLogger("service.app")
 
 
-async def _load_models(state: AppState, metrics: Metrics) -> None:
+async def _load_models(state: AppState, metrics: Metrics, arrivals: Arrivals) -> None:
     settings = state.settings
     for spec in configured_models(settings):
         observer = metrics.observer(spec.name)
-        served = await asyncio.to_thread(load_served_model, spec, settings, observer)
+        served = await asyncio.to_thread(load_served_model, spec, settings, observer, arrivals)
         metrics.model_loaded(served)
         state.registry.add(served)
         served.batcher.start()
@@ -56,6 +57,7 @@ async def _drain(state: AppState) -> None:
 def create_app(settings: Settings) -> FastAPI:
     torch.set_num_threads(settings.torch_threads)
     metrics = Metrics(max_batch_size=settings.max_batch_size)
+    arrivals = Arrivals()  # shared by every batcher: requests on their way to any queue
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
@@ -73,7 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
         exporter = start_exporter(metrics.registry, host=settings.host, port=settings.metrics_port)
         try:
             try:
-                await _load_models(state, metrics)
+                await _load_models(state, metrics, arrivals)
             except Exception as exc:
                 app.state.startup_error = exc  # serve() reports it in one line
                 raise
@@ -101,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.ui:
         app.include_router(ui.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ArrivalTracking, arrivals=arrivals)
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
     install_security(app, settings)  # refused requests never reach the body
     if settings.metrics_port is None:  # else only on its own port, private to the cluster

@@ -3,9 +3,11 @@
 One bounded queue per model; one worker thread per model instance. A worker
 that finds requests queued takes them at once (up to max batch size images),
 so a lone request never pays the delay window. It waits for company only while
-other requests have been accepted and are still being decoded (the `incoming`
-count): then it holds the batch open until it is full, nothing more is on its
-way, or the oldest request has waited max_batch_delay. Requests whose deadline
+other requests have reached the server and not yet a queue (`Arrivals`: they
+are being parsed, routed or decoded): then it holds the batch open until it is
+full, nothing more is on its way, or the oldest request has waited
+max_batch_delay. Under load that turns many small forward passes into a few
+large ones; at low load it costs nothing. Requests whose deadline
 passed or whose caller went away before their batch ran are dropped, never
 computed. An error in a batch is bisected down to the requests that cause it.
 """
@@ -82,11 +84,53 @@ class ItemResult:
     device: str
 
 
+class Arrivals:
+    """Requests that have reached the server but not yet a batcher's queue.
+
+    The server counts a request from the moment it arrives (an ASGI middleware),
+    so while the event loop is still parsing, routing or decoding others, a worker
+    knows company is on its way and holds its batch open for it (up to the delay).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._watchers: list[threading.Condition] = []
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def watch(self, condition: threading.Condition) -> None:
+        """A batcher's condition, woken whenever an arrival settles."""
+        with self._lock:
+            self._watchers.append(condition)
+
+    def arrive(self) -> Arrival:
+        with self._lock:
+            self._pending += 1
+        return Arrival(self)
+
+    def _settle(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            watchers = list(self._watchers)
+        for condition in watchers:
+            with condition:
+                condition.notify_all()
+
+
 @dataclass(eq=False)
 class Arrival:
-    """A request announced as incoming; consumed when it is queued (or refused)."""
+    """One arrived request; settled once, when it is queued or when it ends without that."""
 
-    consumed: bool = False
+    arrivals: Arrivals
+    settled: bool = False
+
+    def settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.arrivals._settle()
 
 
 @dataclass(eq=False)
@@ -131,6 +175,7 @@ class Batcher:
         max_delay_s: float,
         max_queue_images: int,
         observer: BatchObserver | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         if not runners:
             raise ValueError("a batcher needs at least one runner")
@@ -142,12 +187,13 @@ class Batcher:
         self._observer: BatchObserver = observer or _NoObserver()
         self._queue: deque[_WorkItem] = deque()
         self._queued_images = 0
-        self._incoming = 0
         self._busy_workers = 0
         self._accepting = True
         self._stopping = False
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self._arrivals = arrivals or Arrivals()
+        self._arrivals.watch(self._cond)
 
     # ---- event-loop side -------------------------------------------------
 
@@ -161,22 +207,17 @@ class Batcher:
             return not self._queue and self._busy_workers == 0
 
     @contextlib.contextmanager
-    def incoming(self) -> Iterator[Arrival]:
-        """Mark a request as on its way (being decoded), so a worker may wait for it.
+    def incoming(self, arrival: Arrival | None = None) -> Iterator[Arrival]:
+        """The request's arrival ticket (made here unless the server made one on arrival).
 
-        Pass the yielded ticket to `submit`: the request stops counting as incoming in
-        the same locked step that queues it, so a worker never sees it in neither place.
+        Pass it to `submit`: it settles right after the request is queued. A request
+        that ends before that (a bad image, say) settles on leaving this block.
         """
-        ticket = Arrival()
-        with self._cond:
-            self._incoming += 1
+        ticket = arrival or self._arrivals.arrive()
         try:
             yield ticket
         finally:
-            if not ticket.consumed:
-                with self._cond:
-                    self._incoming -= 1
-                    self._cond.notify_all()
+            ticket.settle()
 
     async def submit(
         self,
@@ -188,7 +229,11 @@ class Batcher:
     ) -> ItemResult:
         """Queue [N,C,H,W] pixels; answer when their batch has run. Splits N > max batch size."""
         loop = asyncio.get_running_loop()
-        chunks = list(torch.split(pixels, self.max_batch_size)) if pixels.shape[0] else [pixels]
+        chunks = (
+            [pixels]
+            if pixels.shape[0] <= self.max_batch_size
+            else list(torch.split(pixels, self.max_batch_size))
+        )
         items = [_WorkItem(c, capture, deadline, loop.create_future(), loop) for c in chunks]
         self._enqueue(items, arrival)
         futures = [item.future for item in items]
@@ -206,11 +251,15 @@ class Batcher:
 
     def _enqueue(self, items: list[_WorkItem], arrival: Arrival | None) -> None:
         count = sum(item.size for item in items)
+        try:
+            depth = self._enqueue_locked(items, count)
+        finally:
+            if arrival is not None:
+                arrival.settle()  # after queueing: a worker may briefly wait for it, never miss it
+        self._observer.queue_changed(depth)
+
+    def _enqueue_locked(self, items: list[_WorkItem], count: int) -> int:
         with self._cond:
-            if arrival is not None and not arrival.consumed:
-                arrival.consumed = True
-                self._incoming -= 1
-                self._cond.notify_all()
             if not self._accepting:
                 raise NotReady("the server is shutting down")
             if self._queued_images + count > self.max_queue_images:
@@ -221,9 +270,8 @@ class Batcher:
                 )
             self._queue.extend(items)
             self._queued_images += count
-            depth = self._queued_images
             self._cond.notify_all()
-        self._observer.queue_changed(depth)
+            return self._queued_images
 
     @staticmethod
     def _loop_deadline(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
@@ -284,7 +332,7 @@ class Batcher:
             oldest = self._queue[0].enqueued_at
             while (
                 self._queued_images < self.max_batch_size
-                and self._incoming > 0
+                and self._arrivals.pending > 0
                 and not self._stopping
             ):
                 remaining = oldest + self.max_delay_s - time.monotonic()

@@ -11,8 +11,8 @@ called k times per forward pass (a ResNet block's shared `relu`) is hooked once
 and its calls are counted; only the calls asked for are kept. An output that a
 later in-place op rewrites (ReLU(inplace=True), a residual `+=`; found at load
 time) is cloned when kept; any other is kept as is, which costs nothing.
-Capture always runs the eager module: a compiled copy, if one is ever added,
-must not be used for batches that capture.
+Capture always runs the eager module; batches that capture nothing run a
+traced, frozen copy when one exists (see frozen_graph).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +63,8 @@ class Engine:
         device = plan.device
         self._scale = loaded.preprocess.normalize_scale.to(device)
         self._offset = loaded.preprocess.normalize_offset.to(device)
+        # Under autocast the eager module runs: a traced graph would bake in one precision.
+        self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
 
     @property
     def device_name(self) -> str:
@@ -83,6 +86,8 @@ class Engine:
         with torch.inference_mode(), self._autocast(), self._hooks(targets, captured):
             if direct:
                 logits = self._run_children(batch, direct, captured).float()
+            elif self._graph is not None and not targets:
+                logits = self._graph(batch).float()
             else:
                 logits = self.module(batch).float()
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronizes
@@ -92,6 +97,12 @@ class Engine:
             features={name: t.float().cpu().numpy() for name, t in captured.items()},
             seconds=time.perf_counter() - started,
         )
+
+    def _example_batch(self) -> torch.Tensor:
+        example = torch.randn((2, *self.loaded.card.input.shape), device=self.plan.device)
+        if self.plan.channels_last:
+            example = example.contiguous(memory_format=torch.channels_last)
+        return example
 
     def _collate(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         device = self.plan.device
@@ -192,3 +203,28 @@ def _keeper(
             captured[target.name] = output.clone() if target.copy else output
 
     return keep
+
+
+def frozen_graph(
+    module: nn.Module, example: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The module traced and frozen into one graph, or None where that does not hold.
+
+    A frozen graph runs the whole forward pass in C++ without taking the GIL
+    between operators, so the event loop is never stalled behind a batch's
+    Python dispatch; it also folds BatchNorm into the convolutions. It is used
+    only when its output equals the eager module's on an example batch.
+    """
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            # TorchScript is deprecated upstream, but it is still the GIL-free path.
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
+            graph = torch.jit.freeze(traced)
+            expected = module(example)
+            got = graph(example)
+    except Exception:  # not traceable: data-dependent control flow, odd outputs
+        return None
+    if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        return None
+    return graph  # type: ignore[no-any-return]

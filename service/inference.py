@@ -30,7 +30,7 @@ async def run_images(
     """Read, decode and preprocess the request's images, then run them through the batcher."""
     request.state.model = served.name
     limit = state.settings.max_images_per_request
-    with served.batcher.incoming() as arrival:
+    with served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
         images = await read_images(request, max_images=min(limit, max_images or limit))
         started = time.perf_counter()
         prepared = await state.pipeline.prepare(served.loaded.preprocess, images)

@@ -9,7 +9,7 @@ import torch
 
 import models
 from models.layers import feature_layers
-from service.batching import Batcher, BatchObserver, warm_up_sizes
+from service.batching import Arrivals, Batcher, BatchObserver, warm_up_sizes
 from service.devices import plan_for
 from service.engine import Engine
 from service.registry import ServedModel
@@ -25,7 +25,10 @@ def configured_models(settings: Settings) -> list[ModelSpec]:
 
 
 def load_served_model(
-    spec: ModelSpec, settings: Settings, observer: BatchObserver | None = None
+    spec: ModelSpec,
+    settings: Settings,
+    observer: BatchObserver | None = None,
+    arrivals: Arrivals | None = None,
 ) -> ServedModel:
     """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable."""
     started = time.monotonic()
@@ -45,6 +48,7 @@ def load_served_model(
         max_delay_s=settings.max_batch_delay_s,
         max_queue_images=settings.max_queue_size,
         observer=observer,
+        arrivals=arrivals,
     )
     log.info(
         "model ready",

@@ -1,9 +1,10 @@
-"""ASGI middleware: the request body and request head size limits."""
+"""ASGI middleware: request body and head size limits, and arrival tracking for batching."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.batching import Arrivals
 from service.errors import PayloadTooLarge
 from service.problems import problem, service_error_response
 
@@ -71,3 +72,26 @@ class HeaderSizeLimit:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ArrivalTracking:
+    """Count every request that may reach a batcher from the moment it arrives.
+
+    Only POSTs run models. The ticket rides in the request's state; the batcher
+    settles it when the request is queued, and this settles it otherwise.
+    """
+
+    def __init__(self, app: ASGIApp, *, arrivals: Arrivals) -> None:
+        self.app = app
+        self.arrivals = arrivals
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        arrival = self.arrivals.arrive()
+        scope.setdefault("state", {})["arrival"] = arrival
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            arrival.settle()

@@ -74,7 +74,7 @@ async def infer(
     loop = asyncio.get_running_loop()
     layers = layer_shapes(served.layers)
     limit = state.settings.max_images_per_request
-    with served.batcher.incoming() as arrival:
+    with served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
         decoded = await loop.run_in_executor(

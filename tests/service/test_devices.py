@@ -60,3 +60,14 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32() -> None:
     bf16 = Engine(loaded, plan_for("cpu", "bf16")).run([pixels])
     assert (fp32.probabilities.argmax(1) == bf16.probabilities.argmax(1)).mean() >= 0.75
     assert abs(fp32.probabilities - bf16.probabilities).max() < 0.1
+
+
+def test_fp32_engine_runs_a_frozen_graph_equal_to_the_module() -> None:
+    loaded = models.load(models.default_model_path())
+    engine = Engine(loaded, plan_for("cpu", "fp32"))
+    assert engine._graph is not None  # the GIL-free path is taken for the default model
+    pixels = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    with torch.inference_mode():
+        expected = loaded.module(loaded.preprocess.normalize(pixels))
+    torch.testing.assert_close(torch.from_numpy(engine.run([pixels]).logits), expected)
+    assert Engine(loaded, plan_for("cpu", "bf16"))._graph is None  # autocast runs eager
