@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         None, description="model answering /v1/classify (default: the first configured)"
     )
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N (auto: CUDA when available)"
+        "auto",
+        pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+        description="auto, cpu, cuda or cuda:N (auto: CUDA when available)",
     )
     precision: Precision = Field(
         "auto", description="auto, fp32, fp16 or bf16 (auto: fp16 autocast on CUDA, fp32 on CPU)"
