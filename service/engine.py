@@ -213,18 +213,23 @@ def frozen_graph(
     A frozen graph runs the whole forward pass in C++ without taking the GIL
     between operators, so the event loop is never stalled behind a batch's
     Python dispatch; it also folds BatchNorm into the convolutions. It is used
-    only when its output equals the eager module's on an example batch.
+    only when tracing raised no TracerWarning (a forward that turns tensors into
+    Python values, branches on them or has side effects traces wrongly: it keeps
+    running eagerly) and the graph's output equals the eager module's.
     """
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            # TorchScript is deprecated upstream, but it is still the GIL-free path.
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            # TorchScript is deprecated upstream (FutureWarning), but it is still the
+            # GIL-free path; a TracerWarning means the trace may not hold for other inputs.
+            warnings.simplefilter("always")
             traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
             graph = torch.jit.freeze(traced)
             expected = module(example)
             got = graph(example)
-    except Exception:  # not traceable: data-dependent control flow, odd outputs
+    except Exception:  # not traceable: odd inputs or outputs
         return None
+    if any(issubclass(w.category, torch.jit.TracerWarning) for w in caught):  # type: ignore[attr-defined]
+        return None  # data-dependent Python in forward: only the eager module is right
     if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         return None
     return graph  # type: ignore[no-any-return]
