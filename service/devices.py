@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -44,23 +45,65 @@ def resolve_device(requested: str, *, cuda_available: bool, cuda_count: int) -> 
     return torch.device("cuda", index)
 
 
-def resolve_precision(requested: Precision, device: torch.device) -> Precision:
+# CPU features that compute bfloat16 natively (AVX-512 BF16, AMX): oneDNN's bf16 kernels.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags, from /proc/cpuinfo; empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+# Per-image work above which bf16 pays on a CPU with native bf16. Below it, per-operator
+# overhead dominates: the 5.5 M multiply-add default model answers single requests about
+# 15% faster in fp32 (which also runs as a frozen graph), while resnet18 (1.8 G) runs
+# about 2x faster in bf16 with channels_last.
+BF16_MIN_MULTIPLY_ADDS = 100_000_000
+
+
+def resolve_precision(
+    requested: Precision,
+    device: torch.device,
+    *,
+    cpu_bf16: bool = False,
+    multiply_adds: int = 0,
+) -> Precision:
     if requested != "auto":
         return requested
-    # fp16 autocast is the GPU's fast path; on the CPU fp32 is the accurate default.
-    return "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cuda":
+        return "fp16"  # autocast to fp16: the GPU's fast path
+    # bf16 where the CPU computes it natively and the model is big enough to gain from it;
+    # top-1 answers agree with fp32 (all 5,000 MNIST digits for the default model).
+    return "bf16" if cpu_bf16 and multiply_adds >= BF16_MIN_MULTIPLY_ADDS else "fp32"
 
 
-def plan_for(requested_device: str, requested_precision: Precision) -> DevicePlan:
+def plan_for(
+    requested_device: str, requested_precision: Precision, *, multiply_adds: int = 0
+) -> DevicePlan:
     device = resolve_device(
         requested_device,
         cuda_available=torch.cuda.is_available(),
         cuda_count=torch.cuda.device_count(),
     )
     on_gpu = device.type == "cuda"
+    precision = resolve_precision(
+        requested_precision,
+        device,
+        cpu_bf16=bool(cpu_flags() & NATIVE_BF16_FLAGS),
+        multiply_adds=multiply_adds,
+    )
     return DevicePlan(
         device=device,
-        precision=resolve_precision(requested_precision, device),
-        channels_last=on_gpu,
+        precision=precision,
+        # NHWC is what cuDNN and oneDNN's bf16 convolutions run fastest on.
+        channels_last=on_gpu or precision == "bf16",
         pin_memory=on_gpu,
     )

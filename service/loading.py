@@ -8,6 +8,7 @@ import time
 import torch
 
 import models
+from models.complexity import multiply_adds
 from models.layers import feature_layers
 from service.batching import Arrivals, Batcher, BatchObserver, warm_up_sizes
 from service.devices import plan_for
@@ -32,8 +33,9 @@ def load_served_model(
 ) -> ServedModel:
     """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable."""
     started = time.monotonic()
-    plan = plan_for(settings.device, settings.precision)
     loaded = models.load(spec.path)
+    work = multiply_adds(loaded.module, loaded.card.input.shape)
+    plan = plan_for(settings.device, settings.precision, multiply_adds=work)
     layers = feature_layers(loaded.module, loaded.card.input.shape)
     engines = [Engine(loaded, plan, layers) for _ in range(settings.instances)]
     if plan.device.type == "cuda":

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import models
-from service.devices import DeviceUnavailable, plan_for, resolve_device, resolve_precision
+from service.devices import (
+    BF16_MIN_MULTIPLY_ADDS,
+    DeviceUnavailable,
+    plan_for,
+    resolve_device,
+    resolve_precision,
+)
 from service.engine import Engine
 
 
@@ -24,9 +30,21 @@ def test_missing_cuda_is_refused_by_name(requested: str, count: int) -> None:
 
 
 def test_precision_policy() -> None:
+    cpu = torch.device("cpu")
     assert resolve_precision("auto", torch.device("cuda:0")) == "fp16"
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    big, small = BF16_MIN_MULTIPLY_ADDS, 5_500_000
+    assert resolve_precision("auto", cpu, cpu_bf16=True, multiply_adds=big) == "bf16"
+    assert resolve_precision("auto", cpu, cpu_bf16=True, multiply_adds=small) == "fp32"
+    assert resolve_precision("auto", cpu, cpu_bf16=False, multiply_adds=big) == "fp32"
+    assert resolve_precision("fp32", cpu, cpu_bf16=True, multiply_adds=big) == "fp32"
+
+
+def test_bf16_plans_run_channels_last_on_the_cpu() -> None:
+    plan = plan_for("cpu", "bf16")
+    assert plan.channels_last
+    assert not plan.pin_memory
 
 
 def test_cpu_plan_skips_gpu_only_tricks() -> None:
@@ -71,3 +89,22 @@ def test_fp32_engine_runs_a_frozen_graph_equal_to_the_module() -> None:
         expected = loaded.module(loaded.preprocess.normalize(pixels))
     torch.testing.assert_close(torch.from_numpy(engine.run([pixels]).logits), expected)
     assert Engine(loaded, plan_for("cpu", "bf16"))._graph is None  # autocast runs eager
+
+
+def test_bf16_top1_agrees_with_fp32_on_all_5000_digits() -> None:
+    from models.data import mnist_arrays
+
+    loaded = models.load(models.default_model_path())
+    images, _ = mnist_arrays()
+    pixels = torch.from_numpy(images[:, None])
+    answers = {}
+    for precision in ("fp32", "bf16"):
+        engine = Engine(loaded, plan_for("cpu", precision))
+        answers[precision] = torch.cat(
+            [
+                torch.from_numpy(engine.run([pixels[i : i + 500]]).logits).argmax(1)
+                for i in range(0, 5000, 500)
+            ]
+        )
+    agreement = (answers["fp32"] == answers["bf16"]).float().mean().item()
+    assert agreement >= 0.995
