@@ -52,7 +52,8 @@ class Settings(BaseSettings):
         description="auto, cpu, cuda or cuda:N (auto: CUDA when available)",
     )
     precision: Precision = Field(
-        "auto", description="auto, fp32, fp16 or bf16 (auto: fp16 autocast on CUDA, fp32 on CPU)"
+        "auto",
+        description="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA; bf16 on CPUs with native bf16 for large models; else fp32)",
     )
     max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass, at most")
     max_batch_delay_ms: float = Field(
