@@ -142,7 +142,8 @@ def run_training(args: argparse.Namespace) -> Path:
         name = args.name or f"{arch}-{Path(args.data).name}"
     else:
         split, labels = mnist_split(config.seed), MNIST_LABELS
-        spec, arch, data_source, name = MNIST_INPUT, "mnist_cnn", MNIST_SOURCE, args.name
+        spec, arch, data_source = MNIST_INPUT, "mnist_cnn", MNIST_SOURCE
+        name = args.name or DEFAULT_MODEL_NAME
     preprocess = Preprocessor(spec)
     module = build_model(arch, num_classes=len(labels), in_channels=spec.channels)
     started = time.monotonic()
@@ -186,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "weights"), help="output folder"
     )
-    parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model name (file stem)")
+    parser.add_argument(
+        "--name",
+        help=f"model name, the file stem (default: {DEFAULT_MODEL_NAME}, or ARCH-DIR with --data)",
+    )
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
