@@ -9,7 +9,13 @@ from typing import Any
 import orjson
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# (uvicorn adds color_message: its message with ANSI colour codes, noise in JSON.)
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
