@@ -22,6 +22,7 @@ import torch
 
 import models
 from models.layers import feature_layers
+from service.allocator import keep_freed_memory
 from service.devices import plan_for
 from service.engine import Engine
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="timed passes per variant")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
+    keep_freed_memory()  # as cnn-serve does at start-up
     torch.set_num_threads(args.threads)
     loaded = models.load(models.default_model_path())
     layers = feature_layers(loaded.module, loaded.card.input.shape)
