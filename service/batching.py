@@ -292,10 +292,6 @@ class Batcher:
             thread.start()
             self._threads.append(thread)
 
-    def stop_accepting(self) -> None:
-        with self._cond:
-            self._accepting = False
-
     def stop(self, timeout: float | None = None) -> bool:
         """Finish what is queued, then end the workers; True when they ended in time."""
         with self._cond:
