@@ -37,10 +37,10 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
 def _serving(registry: ModelRegistry) -> ModelRegistry:
-    # Readiness turns 503 as soon as draining starts, but requests still routed here while
-    # the endpoints drain are served: the batcher refuses new work only once it stops.
-    if not registry.ready:
-        raise NotReady("the server is starting")
+    # While draining, new requests get 503 not_ready at once (a load balancer retries them
+    # elsewhere) and stop coming; what was accepted before the signal still finishes.
+    if not registry.serving:
+        raise NotReady("the server is " + ("shutting down" if registry.draining else "starting"))
     return registry
 
 
