@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.errors import CardError
+from models.validation import summarize_errors
 
 CARD_SUFFIX = ".json"
 WeightsFormat = Literal["state_dict", "torchscript", "export"]
@@ -111,8 +112,5 @@ class ModelCard(_Strict):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            problems = summarize_errors(exc.errors())
             raise CardError(f"model card {path} is invalid: {problems}") from exc

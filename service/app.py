@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import torch
 from fastapi import FastAPI
@@ -14,11 +14,12 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import classify, feature_maps, health, model_info, ui, v2
 from service.api.metrics import add_metrics_route
-from service.batching import Arrivals
+from service.arrivals import Arrivals
+from service.lifecycle import Lifecycle
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
 from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
-from service.observability import RequestObservability, RouteTemplates
+from service.observability import RequestObservability
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
@@ -54,17 +55,16 @@ async def _drain(state: AppState) -> None:
     state.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    torch.set_num_threads(settings.torch_threads)
-    metrics = Metrics(max_batch_size=settings.max_batch_size)
-    arrivals = Arrivals()  # shared by every batcher: requests on their way to any queue
-
+def _lifespan(
+    settings: Settings, metrics: Metrics, arrivals: Arrivals, lifecycle: Lifecycle
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         executor = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+        lifecycle.registry = ModelRegistry()  # each lifespan starts with none loaded
         state = AppState(
             settings=settings,
-            registry=ModelRegistry(),
+            registry=lifecycle.registry,
             executor=executor,
             pipeline=ImagePipeline(
                 executor, workers=settings.preprocess_workers, max_pixels=settings.max_image_pixels
@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 await _load_models(state, metrics, arrivals)
             except Exception as exc:
-                app.state.startup_error = exc  # serve() reports it in one line
+                lifecycle.startup_error = exc  # serve() reports it in one line
                 raise
             log.info("ready", extra={"models": sorted(state.registry.models)})
             yield {"app_state": state}
@@ -87,27 +87,39 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 exporter.close()
 
+    return lifespan
+
+
+def _install_middleware(
+    app: FastAPI, settings: Settings, metrics: Metrics, arrivals: Arrivals
+) -> None:
+    """Added innermost first: each one added wraps those added before it."""
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ArrivalTracking, arrivals=arrivals)
+    app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
+    install_security(app, settings)  # refused requests never reach the body
+    # Outermost: ids, timing, metrics and the log line for every answer, refusals included.
+    app.add_middleware(RequestObservability, metrics=metrics, routes=app.router.routes)
+
+
+def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
+    """The app; `lifecycle` (made by the server) learns its registry and start-up error."""
+    torch.set_num_threads(settings.torch_threads)
+    metrics = Metrics(max_batch_size=settings.max_batch_size)
+    arrivals = Arrivals()  # shared by every batcher: requests on their way to any queue
     app = FastAPI(
         title="cnn-serve",
         version=__version__,
         description="Serves PyTorch CNN image classifiers: dynamic batching on CPU or GPU, "
         "top-k classification, and feature maps of every convolution layer.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, metrics, arrivals, lifecycle or Lifecycle()),
     )
     install_problem_handlers(app)
-    app.include_router(health.router)
-    app.include_router(model_info.router)
-    app.include_router(classify.router)
-    app.include_router(feature_maps.router)
-    app.include_router(v2.router)
+    for router in (health, model_info, classify, feature_maps, v2):
+        app.include_router(router.router)
     if settings.ui:
         app.include_router(ui.router)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    app.add_middleware(ArrivalTracking, arrivals=arrivals)
-    app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)
-    install_security(app, settings)  # refused requests never reach the body
     if settings.metrics_port is None:  # else only on its own port, private to the cluster
         add_metrics_route(app, metrics.registry)
-    # Outermost: ids, timing, metrics and the log line for every answer, refusals included.
-    app.add_middleware(RequestObservability, metrics=metrics, routes=RouteTemplates(app))
+    _install_middleware(app, settings, metrics, arrivals)
     return app

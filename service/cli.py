@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from models.validation import summarize_errors
 from service.settings import Settings
 
 
@@ -48,12 +49,13 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     return Settings(**overrides)
 
 
+def _variable(loc: Sequence[int | str]) -> str:
+    field = ".".join(str(part) for part in loc) or "settings"
+    return f"CNN_{field.upper()}"
+
+
 def _settings_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        parts.append(f"CNN_{field.upper()}: {error['msg']}")
-    return "invalid settings: " + "; ".join(parts)
+    return "invalid settings: " + summarize_errors(exc.errors(), label=_variable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

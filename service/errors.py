@@ -14,6 +14,8 @@ class ServiceError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
+    # The cnn_rejected_total reason when this error refuses a request before inference.
+    rejection: ClassVar[str | None] = None
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -47,14 +49,21 @@ class UnknownLayer(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, code, title = 413, "payload_too_large", "The request body is over the size limit"
+    rejection = "too_large"
 
 
 class TooManyImages(ServiceError):
     status, code, title = 413, "too_many_images", "The request carries more images than allowed"
+    rejection = "too_large"
 
 
 class ImageTooLarge(ServiceError):
     status, code, title = 413, "image_too_large", "The image has more pixels than allowed"
+    rejection = "too_large"
+
+
+class HeadersTooLarge(ServiceError):
+    status, code, title = 431, "headers_too_large", "The request head is too large"
 
 
 class ResponseTooLarge(ServiceError):
@@ -67,14 +76,20 @@ class UnsupportedMediaType(ServiceError):
 
 class Overloaded(ServiceError):
     status, code, title = 503, "overloaded", "The server is at capacity; retry shortly"
+    rejection = "queue_full"
 
 
 class NotReady(ServiceError):
     status, code, title = 503, "not_ready", "The server is starting or shutting down"
+    rejection = "not_ready"
 
 
 class RequestTimeout(ServiceError):
     status, code, title = 504, "timeout", "The request waited past its deadline"
+
+
+class InternalError(ServiceError):
+    """An unexpected error: its details stay in the server log, the client gets the request id."""
 
 
 class InferenceFailed(ServiceError):

@@ -1,4 +1,8 @@
-"""The use cases behind the endpoints: read images, prepare them, batch, answer."""
+"""The use cases behind the endpoints: read images, prepare them, batch, answer.
+
+Each takes the request (for its body) and the route's `ModelCall`; what it
+learns (images, preprocessing, queue and inference times) goes to the call's trace.
+"""
 
 from __future__ import annotations
 
@@ -8,71 +12,49 @@ from typing import Any
 import torch
 from starlette.requests import Request
 
-from service.batching import Arrival, ItemResult
+from service.arrivals import Arrival
+from service.batch_run import ItemResult
 from service.errors import InvalidParameter
 from service.inputs import read_images
 from service.predictions import top_k as rank_top_k
-from service.registry import ServedModel
-from service.state import AppState
+from service.state import ModelCall
 
 DEFAULT_TOP_K = 5  # or the class count, when a model has fewer classes
 
 
 async def run_images(
     request: Request,
-    state: AppState,
-    served: ServedModel,
+    call: ModelCall,
     *,
-    deadline: float,
     capture: frozenset[str] = frozenset(),
     max_images: int | None = None,
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
-    request.state.model = served.name
-    limit = state.settings.max_images_per_request
-    with served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
+    limit = call.settings.max_images_per_request
+    with call.served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
         images = await read_images(request, max_images=min(limit, max_images or limit))
         started = time.perf_counter()
-        prepared = await state.pipeline.prepare(served.loaded.preprocess, images)
-        return await submit_pixels(
-            request,
-            served,
-            prepared.pixels,
-            deadline=deadline,
-            capture=capture,
-            arrival=arrival,
-            preprocess_s=prepared.seconds,
-            preprocess_wall_s=time.perf_counter() - started,
-        )
+        prepared = await call.state.pipeline.prepare(call.served.loaded.preprocess, images)
+        call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
+        return await submit_pixels(call, prepared.pixels, capture=capture, arrival=arrival)
 
 
 async def submit_pixels(
-    request: Request,
-    served: ServedModel,
+    call: ModelCall,
     pixels: torch.Tensor,
     *,
-    deadline: float,
     capture: frozenset[str] = frozenset(),
     arrival: Arrival | None = None,
-    preprocess_s: float = 0.0,
-    preprocess_wall_s: float | None = None,
 ) -> ItemResult:
-    """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32) through the batcher.
-
-    `preprocess_s` is the decode + preprocess work summed over the images (threads may
-    overlap); `preprocess_wall_s` how long the request waited for it (default: the sum).
-    What lands in request.state is read by service.observability for metrics and logs.
-    """
-    request.state.model = served.name
-    request.state.images = int(pixels.shape[0])
-    request.state.preprocess_images_s = preprocess_s
-    request.state.preprocess_s = preprocess_s if preprocess_wall_s is None else preprocess_wall_s
-    result = await served.batcher.submit(
-        pixels, deadline=deadline, capture=capture, arrival=arrival
+    """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32) through the batcher."""
+    result = await call.served.batcher.submit(
+        pixels, deadline=call.deadline, capture=capture, arrival=arrival
     )
-    request.state.queue_wait_s = result.queue_wait_s
-    request.state.inference_s = result.inference_s
-    request.state.batch_size = result.batch_size
+    call.trace.ran(
+        queue_wait_s=result.queue_wait_s,
+        inference_s=result.inference_s,
+        batch_size=result.batch_size,
+    )
     return result
 
 
@@ -84,14 +66,11 @@ def resolve_top_k(requested: int | None, classes: int) -> int:
     return requested
 
 
-async def classify_images(
-    request: Request, state: AppState, served: ServedModel, *, top_k: int | None, deadline: float
-) -> dict[str, Any]:
-    request.state.model = served.name
-    classes = served.loaded.card.num_classes
-    top_k = resolve_top_k(top_k, classes)
-    result = await run_images(request, state, served, deadline=deadline)
+async def classify_images(request: Request, call: ModelCall, top_k: int | None) -> dict[str, Any]:
+    card = call.served.card
+    top_k = resolve_top_k(top_k, card.num_classes)
+    result = await run_images(request, call)
     return {
-        "model": served.name,
-        "predictions": rank_top_k(result.probabilities, served.loaded.card.labels, top_k),
+        "model": call.served.name,
+        "predictions": rank_top_k(result.probabilities, card.labels, top_k),
     }

@@ -10,7 +10,9 @@ import torch
 import models
 from models.complexity import multiply_adds
 from models.layers import feature_layers
-from service.batching import Arrivals, Batcher, BatchObserver, warm_up_sizes
+from service.arrivals import Arrivals
+from service.batch_run import BatchObserver
+from service.batching import Batcher, warm_up_sizes
 from service.devices import plan_for
 from service.engine import Engine
 from service.registry import ServedModel

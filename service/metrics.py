@@ -207,7 +207,7 @@ class Metrics:
         return ModelObserver(self, model)
 
     def model_loaded(self, served: ServedModel) -> None:
-        name, card, plan = served.name, served.loaded.card, served.plan
+        name, card, plan = served.name, served.card, served.plan
         self._served.add(name)
         self.model_info.labels(
             name, card.version, card.architecture.name, str(plan.device), plan.dtype_name
@@ -295,9 +295,6 @@ class ModelObserver:
 
     def batch_failed(self, *, kind: str) -> None:
         self._metrics.batch_errors.labels(self._model, kind).inc()
-
-    def queue_changed(self, depth: int) -> None:
-        """Nothing to do: cnn_queue_depth reads the batcher's own count when scraped."""
 
 
 class MetricsExporter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batching import Arrivals
-from service.errors import PayloadTooLarge
-from service.problems import problem, service_error_response
+from service.arrivals import Arrivals
+from service.errors import HeadersTooLarge, PayloadTooLarge
+from service.problems import service_error_response
 
 
 class BodySizeLimit:
@@ -31,7 +31,7 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                refusal = service_error_response(self._error(value.decode()), scope["path"])
+                refusal = service_error_response(self._error(value.decode()), scope)
                 await refusal(scope, receive, send)
                 return
         received = 0
@@ -64,12 +64,11 @@ class HeaderSizeLimit:
             size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
             size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
             if size > self.limit:
-                detail = (
+                error = HeadersTooLarge(
                     f"the request target and headers are {size} bytes; "
                     f"the limit is {self.limit} (CNN_MAX_HEADER_BYTES)"
                 )
-                refusal = problem(431, "headers_too_large", "The request head is too large", detail)
-                await refusal(scope, receive, send)
+                await service_error_response(error, scope)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -1,8 +1,13 @@
-"""RFC 9457 problem+json responses, and the exception handlers that produce them."""
+"""RFC 9457 problem+json responses, and the exception handlers that produce them.
+
+Every error answer goes through `error_response`, which also notes the error's
+code (and its rejection reason) in the request's trace: the metrics and the log
+line read the code from there, whatever shape the body has. Unexpected errors
+are answered by service.observability, their one owner.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -10,17 +15,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
+from models.validation import summarize_errors
 from service.errors import ServiceError
+from service.trace import trace_of
 
-log = logging.getLogger("service.errors")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 V2_PREFIX = "/v2"  # the Open Inference Protocol's paths keep its own error shape
 
+# Starlette's own HTTP errors: code, title, and the rejection reason where there is one.
 _HTTP_CODES = {
-    404: ("not_found", "Not found"),
-    405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "The request body is over the size limit"),
+    404: ("not_found", "Not found", None),
+    405: ("method_not_allowed", "Method not allowed", None),
+    413: ("payload_too_large", "The request body is over the size limit", "too_large"),
 }
 
 
@@ -42,60 +50,62 @@ def is_v2_path(path: str) -> bool:
 
 
 def error_response(
-    path: str,
+    scope: Scope,
     status: int,
     code: str,
     title: str,
     detail: str,
+    *,
     headers: dict[str, str] | None = None,
+    rejection: str | None = None,
 ) -> Response:
     """problem+json, except under /v2: the Open Inference Protocol's {"error": message}."""
-    if is_v2_path(path):
+    trace_of(scope).failed(code, rejection)
+    if is_v2_path(scope["path"]):
         body = orjson.dumps({"error": detail})
         return Response(body, status, headers=headers, media_type="application/json")
     return problem(status, code, title, detail, headers)
 
 
-def service_error_response(exc: ServiceError, path: str = "") -> Response:
-    return error_response(path, exc.status, exc.code, exc.title, exc.detail, exc.headers)
+def service_error_response(exc: ServiceError, scope: Scope) -> Response:
+    return error_response(
+        scope,
+        exc.status,
+        exc.code,
+        exc.title,
+        exc.detail,
+        headers=exc.headers,
+        rejection=exc.rejection,
+    )
 
 
 async def _on_service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)  # registered for ServiceError only
-    return service_error_response(exc, request.url.path)
+    return service_error_response(exc, request.scope)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return error_response(
-        request.url.path,
-        422,
-        "invalid_parameter",
-        "A parameter is out of range or malformed",
-        "; ".join(parts),
-    )
+    title = "A parameter is out of range or malformed"
+    detail = summarize_errors(exc.errors())
+    return error_response(request.scope, 422, "invalid_parameter", title, detail)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    headers = dict(exc.headers or {})
-    return error_response(request.url.path, exc.status_code, code, title, str(exc.detail), headers)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    request_id = getattr(request.state, "request_id", "-")
-    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
-    detail = f"unexpected error; request id {request_id}"
-    return error_response(request.url.path, 500, "internal_error", "Internal server error", detail)
+    code, title, rejection = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error", None))
+    return error_response(
+        request.scope,
+        exc.status_code,
+        code,
+        title,
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
+        rejection=rejection,
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)

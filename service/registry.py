@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models import LoadedModel
+from models import LoadedModel, ModelCard
 from models.layers import FeatureLayer
 from service.batching import Batcher
 from service.devices import DevicePlan
@@ -20,8 +20,12 @@ class ServedModel:
     batcher: Batcher
     layers: tuple[FeatureLayer, ...] = ()  # feature-map layers in forward order, found at load
 
+    @property
+    def card(self) -> ModelCard:
+        return self.loaded.card
+
     def metadata(self) -> dict[str, Any]:
-        card = self.loaded.card
+        card = self.card
         return {
             "name": self.name,
             "version": card.version,
@@ -53,12 +57,19 @@ class ModelRegistry:
         if self.default_name is None:
             self.default_name = served.name
 
-    def get(self, name: str | None = None) -> ServedModel:
+    def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        """The served model by name (default: the default model), at `version` if given."""
         key = name if name is not None else self.default_name
         if key is None or key not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
             raise UnknownModel(f"no model named {key!r} is served; served models: {known}")
-        return self.models[key]
+        served = self.models[key]
+        if version is not None and version != served.card.version:
+            raise UnknownModel(
+                f"model {key!r} has no version {version!r}; "
+                f"the served version is {served.card.version!r}"
+            )
+        return served
 
     @property
     def serving(self) -> bool:

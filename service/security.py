@@ -91,7 +91,7 @@ class ApiKeyAuth:
             error = Unauthorized("the API key is not valid")
             challenge += ', error="invalid_token"'
         error.headers["WWW-Authenticate"] = challenge
-        await service_error_response(error, scope["path"])(scope, receive, send)
+        await service_error_response(error, scope)(scope, receive, send)
 
 
 class SecurityHeaders:

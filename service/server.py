@@ -8,12 +8,12 @@ import sys
 import tempfile
 
 import uvicorn
-from fastapi import FastAPI
 
 from models import ModelLoadError
 from service.allocator import keep_freed_memory
 from service.app import create_app
 from service.devices import DeviceUnavailable
+from service.lifecycle import Lifecycle
 from service.logs import configure_logging
 from service.settings import Settings
 from service.shutdown import GracefulServer
@@ -27,19 +27,18 @@ KNOWN_STARTUP_ERRORS = (ModelLoadError, DeviceUnavailable)
 class _QuietKnownStartupFailure(logging.Filter):
     """Drop uvicorn's lifespan traceback when the cause is a known one, reported in one line."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, lifecycle: Lifecycle) -> None:
         super().__init__()
-        self.app = app
+        self.lifecycle = lifecycle
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = getattr(self.app.state, "startup_error", None)
+        error = self.lifecycle.startup_error
         return not (
             isinstance(error, KNOWN_STARTUP_ERRORS) and record.getMessage().startswith("Traceback")
         )
 
 
-def _startup_failure(app: FastAPI) -> str:
-    error = getattr(app.state, "startup_error", None)
+def _startup_failure(error: Exception | None) -> str:
     if error is None:
         return "the application failed during start-up (see the log above)"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -53,7 +52,8 @@ def serve(settings: Settings) -> int:
     if settings.temp_dir is not None:
         # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
         tempfile.tempdir = str(settings.temp_dir)
-    app = create_app(settings)
+    lifecycle = Lifecycle()
+    app = create_app(settings, lifecycle)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -64,8 +64,10 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
     )
-    server = GracefulServer(config, drain_s=settings.shutdown_drain_s)
-    quiet = _QuietKnownStartupFailure(app)
+    server = GracefulServer(
+        config, drain_s=settings.shutdown_drain_s, begin_draining=lifecycle.begin_draining
+    )
+    quiet = _QuietKnownStartupFailure(lifecycle)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
         server.run()
@@ -74,6 +76,8 @@ def serve(settings: Settings) -> int:
     finally:
         logging.getLogger("uvicorn.error").removeFilter(quiet)
     if not server.started:
-        print(f"cnn-serve: cannot start: {_startup_failure(app)}", file=sys.stderr)
+        print(
+            f"cnn-serve: cannot start: {_startup_failure(lifecycle.startup_error)}", file=sys.stderr
+        )
         return 1
     return 0

@@ -20,27 +20,31 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
-
-from service.state import AppState
 
 log = logging.getLogger("service.shutdown")
 
 
 class GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, drain_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, drain_s: float, begin_draining: Callable[[], bool]
+    ) -> None:
+        """`begin_draining` marks the app draining; it returns False while still starting."""
         super().__init__(config)
         self.drain_s = drain_s
         self.drain_until: float | None = None
+        self._begin_draining = begin_draining
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: it runs on the main thread between two bytecodes of the
         # event loop, so it only sets flags that the loop reads on its next tick.
         if self.drain_until is None:
             self.drain_until = time.monotonic() + self.drain_s
-            self._mark_draining()
+            if not self._begin_draining():  # still starting: nothing to drain, stop at once
+                self.should_exit = True
             log.info(
                 "draining", extra={"signal": signal.Signals(sig).name, "seconds": self.drain_s}
             )
@@ -53,11 +57,3 @@ class GracefulServer(uvicorn.Server):
         if self.drain_until is not None and time.monotonic() >= self.drain_until:
             self.should_exit = True
         return await super().on_tick(counter)
-
-    def _mark_draining(self) -> None:
-        lifespan = getattr(self, "lifespan", None)  # set once serving has begun
-        state = lifespan.state.get("app_state") if lifespan is not None else None
-        if isinstance(state, AppState):
-            state.registry.draining = True
-        else:  # still starting: nothing to drain, stop at once
-            self.should_exit = True

@@ -1,4 +1,4 @@
-"""What the app holds while it runs, made by the lifespan and reached through dependencies."""
+"""What the app holds while it runs (made by the lifespan), and what one request works with."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from service.pipeline import ImagePipeline
-from service.registry import ModelRegistry
+from service.registry import ModelRegistry, ServedModel
 from service.settings import Settings
+from service.trace import RequestTrace
 
 
 @dataclass
@@ -16,3 +17,17 @@ class AppState:
     registry: ModelRegistry
     executor: ThreadPoolExecutor
     pipeline: ImagePipeline
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """Everything a request that names a model needs: one contract between routes and logic."""
+
+    state: AppState
+    served: ServedModel
+    deadline: float  # monotonic time by which the request must be answered
+    trace: RequestTrace
+
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings

@@ -1,31 +1,27 @@
-"""Dependencies shared by the routers, as Annotated aliases that keep the routes short."""
+"""Dependencies shared by the routers, as Annotated aliases that keep the routes short.
+
+Every route that names a model takes one `ModelCall`: the app state, the served
+model, the request's deadline and its trace, resolved by one dependency. The
+versioned and unversioned paths (and /v1's default and named classify) share one
+handler each, as MLServer's do: where a path has no {name} or {version}, the
+parameter may come as a query parameter instead, and is otherwise the default.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Query, Request
 
 from service.errors import NotReady
-from service.registry import ModelRegistry, ServedModel
-from service.state import AppState
+from service.registry import ModelRegistry
+from service.state import AppState, ModelCall
+from service.trace import trace_of
 
 # Dependencies are coroutines on purpose: FastAPI runs plain `def` dependencies in a
-# worker thread, a thread hop per dependency per request on the hot path.
-
-
-async def get_state(request: Request) -> AppState:
-    state: AppState = request.state.app_state
-    return state
-
-
-StateDep = Annotated[AppState, Depends(get_state)]
-
-
-# The dependencies below read the state straight from the request rather than through
-# StateDep: each level of nesting costs FastAPI's resolver time on every request.
+# worker thread, a thread hop per dependency per request on the hot path. They read
+# the state straight from the request: each level of nesting costs the resolver time.
 
 
 async def get_registry(request: Request) -> ModelRegistry:
@@ -36,62 +32,31 @@ async def get_registry(request: Request) -> ModelRegistry:
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def _serving(registry: ModelRegistry) -> ModelRegistry:
+def _call(request: Request, name: str | None, version: str | None = None) -> ModelCall:
+    state: AppState = request.state.app_state
+    registry = state.registry
     # While draining, new requests get 503 not_ready at once (a load balancer retries them
     # elsewhere) and stop coming; what was accepted before the signal still finishes.
     if not registry.serving:
         raise NotReady("the server is " + ("shutting down" if registry.draining else "starting"))
-    return registry
+    served = registry.get(name, version)
+    trace = trace_of(request.scope)
+    trace.model = served.name
+    return ModelCall(state, served, time.monotonic() + state.settings.request_timeout_s, trace)
 
 
-ModelName = Annotated[str, Path(description="a served model's name")]
+async def model_call(request: Request, name: str | None = None) -> ModelCall:
+    return _call(request, name)
 
 
-async def named_model(request: Request, name: ModelName) -> ServedModel:
-    return _serving(request.state.app_state.registry).get(name)
+async def versioned_model_call(
+    request: Request, name: str, version: str | None = None
+) -> ModelCall:
+    return _call(request, name, version)
 
 
-async def default_model(request: Request) -> ServedModel:
-    return _serving(request.state.app_state.registry).get(None)
-
-
-NamedModelDep = Annotated[ServedModel, Depends(named_model)]
-DefaultModelDep = Annotated[ServedModel, Depends(default_model)]
-
-
-def _deadline(state: AppState) -> float:
-    return time.monotonic() + state.settings.request_timeout_s
-
-
-async def request_deadline(request: Request) -> float:
-    """Monotonic time by which the request must be answered."""
-    return _deadline(request.state.app_state)
-
-
-DeadlineDep = Annotated[float, Depends(request_deadline)]
-
-
-@dataclass(frozen=True)
-class ModelCall:
-    """Everything an inference route needs, resolved by one dependency (the hot path)."""
-
-    state: AppState
-    served: ServedModel
-    deadline: float
-
-
-async def named_model_call(request: Request, name: ModelName) -> ModelCall:
-    state: AppState = request.state.app_state
-    return ModelCall(state, _serving(state.registry).get(name), _deadline(state))
-
-
-async def default_model_call(request: Request) -> ModelCall:
-    state: AppState = request.state.app_state
-    return ModelCall(state, _serving(state.registry).get(None), _deadline(state))
-
-
-NamedModelCallDep = Annotated[ModelCall, Depends(named_model_call)]
-DefaultModelCallDep = Annotated[ModelCall, Depends(default_model_call)]
+ModelCallDep = Annotated[ModelCall, Depends(model_call)]
+VersionedModelCallDep = Annotated[ModelCall, Depends(versioned_model_call)]
 
 TopKQuery = Annotated[
     int | None,

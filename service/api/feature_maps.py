@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from models.layers import FeatureLayer, conv_kernels
-from service.api.deps import DeadlineDep, NamedModelDep, StateDep, TopKQuery
+from service.api.deps import ModelCallDep, TopKQuery
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY, PROBLEM_RESPONSES
 from service.errors import InvalidBody, InvalidParameter, TooManyImages
 from service.features import (
@@ -38,6 +38,7 @@ from service.rendering import (
     parse_channels,
 )
 from service.responses import json_response
+from service.state import ModelCall
 
 router = APIRouter(prefix="/v1", tags=["feature maps"])
 
@@ -83,29 +84,24 @@ _LAYER_PROBLEMS: dict[int | str, dict[str, Any]] = {
     summary="The layers whose output is a feature map, in forward order",
     responses=PROBLEM_RESPONSES,
 )
-async def list_layers(served: NamedModelDep) -> Response:
+async def list_layers(call: ModelCallDep) -> Response:
+    served = call.served
     return json_response(
         {
             "model": served.name,
-            "input_shape": list(served.loaded.card.input.shape),
+            "input_shape": list(served.card.input.shape),
             "layers": [layer.describe() for layer in served.layers],
         }
     )
 
 
 async def _one_image_maps(
-    request: Request,
-    state: StateDep,
-    served: ServedModel,
-    layers: list[FeatureLayer],
-    deadline: float,
+    request: Request, call: ModelCall, layers: list[FeatureLayer]
 ) -> tuple[NDArray[np.float32], Maps]:
     """One forward pass through the batcher: the image's probabilities and its maps."""
     capture = frozenset(layer.name for layer in layers)
     try:
-        result = await run_images(
-            request, state, served, deadline=deadline, capture=capture, max_images=1
-        )
+        result = await run_images(request, call, capture=capture, max_images=1)
     except TooManyImages:
         raise InvalidBody("feature maps are computed for one image per request") from None
     # In forward order; each C-contiguous (channels_last maps come back strided).
@@ -121,9 +117,7 @@ async def _one_image_maps(
 )
 async def feature_maps(
     request: Request,
-    state: StateDep,
-    served: NamedModelDep,
-    deadline: DeadlineDep,
+    call: ModelCallDep,
     layers: LayersQuery = None,
     fmt: FormatQuery = "json",
     include: IncludeQuery = None,
@@ -131,13 +125,14 @@ async def feature_maps(
     scale: ScaleQuery = None,
     top_k: TopKQuery = None,
 ) -> Response:
+    served = call.served
     chosen = LayerIndex(served.layers).select(layers)
     check_png_options(chosen, fmt, channels, scale)
     if fmt == "png":  # refuse bad channels before running the model
         parse_channels(channels, chosen[0].output_shape[0])
-    top_k = resolve_top_k(top_k, served.loaded.card.num_classes)
-    probabilities, maps = await _one_image_maps(request, state, served, chosen, deadline)
-    prediction = rank_top_k(probabilities, served.loaded.card.labels, top_k)[0]
+    top_k = resolve_top_k(top_k, served.card.num_classes)
+    probabilities, maps = await _one_image_maps(request, call, chosen)
+    prediction = rank_top_k(probabilities, served.card.labels, top_k)[0]
     if fmt == "npz":
         return _npz_response(served, maps, prediction)
     if fmt == "png":
@@ -201,11 +196,12 @@ async def _png_response(
     },
 )
 async def kernels(
-    served: NamedModelDep,
+    call: ModelCallDep,
     layer: LayerPath,
     fmt: Annotated[Literal["png", "json"], Query(alias="format")] = "png",
     scale: ScaleQuery = None,
 ) -> Response:
+    served = call.served
     entry = LayerIndex(served.layers).kernels_of(layer)
     found = conv_kernels(served.loaded.module, entry)
     weights = found.weights

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.api.deps import NamedModelDep, RegistryDep
+from service.api.deps import ModelCallDep, RegistryDep
 from service.api.schemas import PROBLEM_RESPONSES, ModelList, ModelMetadata
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -23,5 +23,5 @@ async def list_models(registry: RegistryDep) -> dict[str, Any]:
     responses=PROBLEM_RESPONSES,
     summary="One model's metadata: card, input spec, device, dtype, batching",
 )
-async def get_model(served: NamedModelDep) -> dict[str, Any]:
-    return served.metadata()
+async def get_model(call: ModelCallDep) -> dict[str, Any]:
+    return call.served.metadata()

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from models import Preprocessor
-from service.api.deps import NamedModelDep, StateDep
+from service.api.deps import ModelCallDep
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY
 from service.errors import InvalidBody
 from service.imaging import decode_image
@@ -80,15 +80,13 @@ def render_input(data: bytes, preprocess: Preprocessor, *, max_pixels: int) -> b
     },
     openapi_extra=IMAGE_REQUEST_BODY,
 )
-async def preprocessed(request: Request, state: StateDep, served: NamedModelDep) -> Response:
-    images = await read_images(request, max_images=state.settings.max_images_per_request)
+async def preprocessed(request: Request, call: ModelCallDep) -> Response:
+    images = await read_images(request, max_images=call.settings.max_images_per_request)
     if len(images) != 1:
         raise InvalidBody(f"this endpoint renders one image; the request carries {len(images)}")
-    data = images[0]
+    data, preprocess = images[0], call.served.loaded.preprocess
     png = await asyncio.get_running_loop().run_in_executor(
-        state.executor,
-        lambda: render_input(
-            data, served.loaded.preprocess, max_pixels=state.settings.max_image_pixels
-        ),
+        call.state.executor,
+        lambda: render_input(data, preprocess, max_pixels=call.settings.max_image_pixels),
     )
     return Response(png, media_type="image/png")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from service.batching import ItemResult
+from service.batch_run import ItemResult
 from service.inference import submit_pixels
 from service.registry import ServedModel
-from service.state import AppState
+from service.state import ModelCall
 from service.v2.codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -49,7 +49,7 @@ def _decode(
     body: bytes, header_length: str | None, served: ServedModel, layers: Layers, max_images: int
 ) -> _Decoded:
     started = time.perf_counter()
-    card = served.loaded.card
+    card = served.card
     request = parse_request(body, header_length)
     outputs = model_outputs(request, card.num_classes, layers)  # before decoding any tensor
     decoded = model_input(request, card.input, max_images)
@@ -61,40 +61,33 @@ def _encode(
 ) -> Answer:
     body, header_length = encode_response(
         model_name=served.name,
-        model_version=served.loaded.card.version,
+        model_version=served.card.version,
         request_id=decoded.request.id,
         outputs=response_tensors(result, decoded.outputs, labels),
     )
     return Answer(body, header_length)
 
 
-async def infer(
-    request: Request, state: AppState, served: ServedModel, *, deadline: float
-) -> Answer:
+async def infer(request: Request, call: ModelCall) -> Answer:
     loop = asyncio.get_running_loop()
+    served, executor = call.served, call.state.executor
     layers = layer_shapes(served.layers)
-    limit = state.settings.max_images_per_request
+    limit = call.settings.max_images_per_request
     with served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
         decoded = await loop.run_in_executor(
-            state.executor, _decode, body, header_length, served, layers, limit
+            executor, _decode, body, header_length, served, layers, limit
         )
         pixels, seconds = decoded.model_input.pixels, decoded.seconds
         if decoded.model_input.images is not None:
-            prepared = await state.pipeline.prepare(
+            prepared = await call.state.pipeline.prepare(
                 served.loaded.preprocess, decoded.model_input.images
             )
             pixels, seconds = prepared.pixels, seconds + prepared.seconds
         assert pixels is not None  # a ModelInput holds pixels or images
-        result = await submit_pixels(
-            request,
-            served,
-            pixels,
-            deadline=deadline,
-            capture=captured_layers(decoded.outputs),
-            arrival=arrival,
-            preprocess_s=seconds,
-        )
-    labels = served.loaded.card.labels
-    return await loop.run_in_executor(state.executor, _encode, result, decoded, served, labels)
+        call.trace.prepared(int(pixels.shape[0]), seconds)
+        capture = captured_layers(decoded.outputs)
+        result = await submit_pixels(call, pixels, capture=capture, arrival=arrival)
+    labels = served.card.labels
+    return await loop.run_in_executor(executor, _encode, result, decoded, served, labels)

@@ -22,7 +22,7 @@ import torch
 
 from models import InputSpec
 from models.layers import FeatureLayer
-from service.batching import ItemResult
+from service.batch_run import ItemResult
 from service.errors import InvalidBody, TooManyImages
 from service.predictions import top_k
 from service.v2.codec import (

@@ -133,9 +133,6 @@ class _Kinds:
     def batch_failed(self, *, kind: str) -> None:
         self.failed.append(kind)
 
-    def queue_changed(self, depth: int) -> None:
-        pass
-
 
 async def test_a_batch_that_runs_out_of_memory_is_split_until_it_fits(digits: Digits) -> None:
     torch.cuda.empty_cache()

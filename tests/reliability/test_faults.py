@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.batching import Batcher, _WorkItem
+from service.batch_run import WorkItem
+from service.batching import Batcher
 from tests.reliability.conftest import Served, ServedFactory
 from tests.reliability.probe import (
     ABORT_LEVEL,
@@ -55,9 +56,9 @@ def probe_batcher(served: Served) -> Batcher:
     return served.state.registry.get("probe").batcher
 
 
-def unsettled_work_items() -> list[_WorkItem]:
+def unsettled_work_items() -> list[WorkItem]:
     gc.collect()
-    return [o for o in gc.get_objects() if type(o) is _WorkItem and not o.future.done()]
+    return [o for o in gc.get_objects() if type(o) is WorkItem and not o.future.done()]
 
 
 def assert_no_internals(response: httpx.Response) -> None:

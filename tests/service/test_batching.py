@@ -218,9 +218,6 @@ async def test_real_engine_forms_batches_under_32_concurrent_clients(digits: obj
         def batch_failed(self, *, kind: str) -> None:
             pass
 
-        def queue_changed(self, depth: int) -> None:
-            pass
-
     engine = Engine(loaded, plan_for("cpu", "fp32"))
     batcher = Batcher(
         "mnist",
