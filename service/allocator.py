@@ -4,8 +4,8 @@ With glibc's defaults, tensors of a few hundred kilobytes and up are mmap-ed
 and unmapped on every forward pass, and freed heap is trimmed back to the
 system: each batch then page-faults its activations in again. Raising the mmap
 and trim thresholds keeps that memory in the process's heap for reuse (the
-same effect people get from jemalloc or tcmalloc). A batch of 32 on the
-default model ran about 1.7x faster with it on the development machine.
+same effect people get from jemalloc or tcmalloc). What it saves on the
+default model's batches is measured by `make bench` (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -63,9 +63,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 # Per-image work above which bf16 pays on a CPU with native bf16. Below it, per-operator
-# overhead dominates: the 5.5 M multiply-add default model answers single requests about
-# 15% faster in fp32 (which also runs as a frozen graph), while resnet18 (1.8 G) runs
-# about 2x faster in bf16 with channels_last.
+# overhead dominates and fp32 (which also runs as a frozen graph) is faster: the 5.5 M
+# multiply-add default model stays fp32, resnet18 (1.8 G) goes bf16 with channels_last.
+# The measured ratios are in bench/RESULTS.md (W2's precision rows and the ceilings).
 BF16_MIN_MULTIPLY_ADDS = 100_000_000
 
 

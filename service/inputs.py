@@ -46,7 +46,8 @@ async def read_images(request: Request, *, max_images: int) -> list[bytes]:
     raise UnsupportedMediaType(f"Content-Type {shown!r} is not accepted; use one of: {accepted}")
 
 
-def _check_count(count: int, max_images: int) -> None:
+def check_image_count(count: int, max_images: int) -> None:
+    """The one rule for images per request, whichever body form or protocol carries them."""
     if count > max_images:
         raise TooManyImages(
             f"{count} images in one request; the limit is {max_images} (CNN_MAX_IMAGES_PER_REQUEST)"
@@ -64,10 +65,18 @@ async def _multipart_images(request: Request, max_images: int) -> list[bytes]:
         raise InvalidBody(f"malformed multipart body: {exc}") from exc
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        _check_count(len(files), max_images)
+        check_image_count(len(files), max_images)
         return [await upload.read() for upload in files]
     finally:
         await form.close()
+
+
+def decode_base64(text: str | bytes, where: str) -> bytes:
+    """An image carried as base64 text in JSON (/v1's images, /v2's BYTES elements)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidBody(f"{where} is not valid base64: {exc}") from exc
 
 
 def _decode_b64(text: Any, index: int) -> bytes:
@@ -77,10 +86,7 @@ def _decode_b64(text: Any, index: int) -> bytes:
         header, sep, text = text.partition(",")
         if not sep or not header.endswith(";base64"):
             raise InvalidBody(f"images[{index}] is a data: URL without ';base64,'")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidBody(f"images[{index}] is not valid base64: {exc}") from exc
+    return decode_base64(text, f"images[{index}]")
 
 
 def _json_images(body: bytes, max_images: int) -> list[bytes]:
@@ -91,5 +97,5 @@ def _json_images(body: bytes, max_images: int) -> list[bytes]:
     if not isinstance(document, dict) or not isinstance(document.get("images"), list):
         raise InvalidBody('expected a JSON object {"images": ["<base64>", ...]}')
     images = document["images"]
-    _check_count(len(images), max_images)
+    check_image_count(len(images), max_images)
     return [_decode_b64(text, i) for i, text in enumerate(images)]

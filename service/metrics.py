@@ -6,9 +6,9 @@ not counters of microseconds, carry every duration: a rate of their _sum over
 their _count is a mean, their buckets give quantiles, and both aggregate across
 replicas.
 
-Buckets, chosen for this workload (decoding a 28x28 PNG takes about 60 us, a
-forward pass of the shipped model 0.5 ms for one image and 6 ms for 32 on a CPU
-core; a ResNet-50 batch on a CPU takes seconds):
+Buckets span this workload's range, from a small PNG's decode and a small CNN's
+forward pass (tens of microseconds to milliseconds) to a ResNet-50 batch on a CPU
+(seconds); bench/RESULTS.md has the measured figures:
 
 - preprocess, per image: 25 us .. 1 s (small PNGs to large JPEGs);
 - queue wait: 50 us .. 10 s (an idle queue to a saturated one);

@@ -11,8 +11,6 @@ feature-map layer, FP32 [N,C,H,W].
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,8 @@ import torch
 from models import InputSpec
 from models.layers import FeatureLayer
 from service.batch_run import ItemResult
-from service.errors import InvalidBody, TooManyImages
+from service.errors import InvalidBody
+from service.inputs import check_image_count, decode_base64
 from service.predictions import top_k
 from service.v2.codec import (
     InferRequest,
@@ -105,13 +104,6 @@ def _raw_input(body: memoryview, spec: InputSpec) -> RequestTensor:
     return RequestTensor(INPUT, "FP32", (len(body) // per_image, *spec.shape), raw=body)
 
 
-def _check_batch(count: int, max_images: int) -> None:
-    if count > max_images:
-        raise TooManyImages(
-            f"{count} images in one request; the limit is {max_images} (CNN_MAX_IMAGES_PER_REQUEST)"
-        )
-
-
 def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> torch.Tensor:
     if tensor.datatype not in ("FP32", "UINT8"):
         raise InvalidBody(
@@ -123,7 +115,7 @@ def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> torch.Te
         raise InvalidBody(
             f"input {INPUT!r} must have shape [N,{expected}] with N >= 1, got {list(shape)}"
         )
-    _check_batch(shape[0], max_images)
+    check_image_count(shape[0], max_images)
     return torch.from_numpy(decode_numeric(tensor))
 
 
@@ -134,20 +126,14 @@ def _images(tensor: RequestTensor, max_images: int) -> list[bytes]:
         raise InvalidBody(
             f"input {IMAGE!r} must have shape [N] with N >= 1, got {list(tensor.shape)}"
         )
-    _check_batch(tensor.shape[0], max_images)
+    check_image_count(tensor.shape[0], max_images)
     items = decode_bytes(tensor)
     if tensor.raw is not None:
         return items
-    return [_base64(item, index) for index, item in enumerate(items)]  # JSON carries text
-
-
-def _base64(text: bytes, index: int) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidBody(
-            f"input {IMAGE!r} element {index}: in JSON, images are base64 strings"
-        ) from None
+    # JSON carries images as base64 text.
+    return [
+        decode_base64(item, f"input {IMAGE!r} element {index}") for index, item in enumerate(items)
+    ]
 
 
 def model_outputs(
