@@ -25,8 +25,8 @@ from bench.environment import machine_info, versions
 from bench.gpu_section import gpu_lines
 from bench.hey import Load, ensure_hey, run_hey
 from bench.peers.env import ensure_peer_env
-from bench.profile import profile_lines
-from bench.profiling import profile_ours
+from bench.profile_report import profile_lines
+from bench.profile_run import profile_ours
 from bench.report import render
 from bench.results import Point, Results, ServerRun
 from bench.scrape import HistogramTotals, histogram_totals

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import category, parse_collapsed, profile_lines, summarize
+from bench.profile_report import profile_lines
+from bench.profile_run import category, parse_collapsed, summarize
 
 RAW = (
     "thread (11): MainThread;run (asyncio/base_events.py:600);"
