@@ -10,7 +10,7 @@ from bench.ceiling import Ceiling
 from bench.hey import HeyResult
 from bench.report import render
 from bench.results import Point, Results, ServerRun
-from bench.targets import check_targets
+from bench.targets import TARGETS, check_targets
 
 
 def _point(workload: str, server: str, c: int, ok: int, p99_s: float, images: int = 1) -> Point:
@@ -66,11 +66,28 @@ def test_missing_points_are_not_measured_rather_than_failed() -> None:
     assert checks["W1 c=64 p99 vs TorchServe"].met is None
 
 
+def test_every_target_row_renders_with_a_verdict() -> None:
+    text = render(_results())
+    verdicts = ("met", "not measured", "MISSED by ")
+    for target in TARGETS:
+        rows = [line for line in text.splitlines() if line.startswith(f"| {target.name} |")]
+        assert len(rows) == 1, target.name
+        assert rows[0].removesuffix(" |").rpartition(" | ")[2].startswith(verdicts)
+
+
+def test_a_run_that_measured_nothing_is_not_measured_everywhere() -> None:
+    empty = Results(started="2026-01-01 00:00:00 UTC")
+    checks = check_targets(empty)
+    assert [c.name for c in checks] == [t.name for t in TARGETS]
+    assert {(c.measured, c.verdict) for c in checks} == {("n/a", "not measured")}
+    assert render(empty).count("| n/a | not measured |") == len(TARGETS)
+
+
 def test_render_has_the_ratio_row_and_survives_a_json_round_trip() -> None:
     results = Results.from_dict(json.loads(json.dumps(_results().to_dict())))
     text = render(results)
     assert "| W1 | 64 | 1.50x | 2.50x | 5.00x |" in text
-    assert "| W1 c=64 req/s vs LitServe | >= 3x | 2.50x | MISSED by 17% |" in text
+    assert "| W1 c=64 req/s vs LitServe | >= 3.0x | 2.50x | MISSED by 17% |" in text
     assert "| W1 | fp32 | 5,000 (batch 64) | 9,000 | 3,000 (batch 64) |" in text
 
 
