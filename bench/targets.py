@@ -1,16 +1,12 @@
-"""The performance targets as data, each judged within one run: ratios, never absolute figures.
-
-A target is a row: its name, the figure it reads from the results, and a rule
-that compares that figure with a reference (a peer or a ceiling from the same
-run) or with a fixed limit. A figure the run did not measure is None, and the
-target is then "not measured" rather than failed.
+"""The performance targets as data: each row names the figure it reads from one run's results
+and the rule that judges it against a peer or a ceiling from the same run, or a fixed limit.
+A figure the run did not measure makes its target "not measured", never failed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from bench.results import Point, Results, ServerRun
 
@@ -70,13 +66,6 @@ def default_server(pick: Callable[[ServerRun], float | None]) -> Figure:
     return figure
 
 
-class Rule(Protocol):
-    @property
-    def goal(self) -> str: ...
-
-    def judge(self, ours: float, results: Results) -> Judgement | None: ...
-
-
 @dataclass(frozen=True)
 class AtLeast:
     """Ours over a reference from the same run, at least `times`."""
@@ -128,6 +117,9 @@ class Under:
     def judge(self, ours: float, results: Results) -> Judgement | None:
         margin = self.limit / ours if ours else None
         return f"{ours:.2f} {self.unit}", margin, ours < self.limit
+
+
+Rule = AtLeast | NoSlower | Under
 
 
 @dataclass(frozen=True)
