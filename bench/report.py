@@ -99,8 +99,9 @@ def load_tables(results: Results) -> str:
 def _versus(results: Results, peer: str) -> Column[Point]:
     def cell(ours: Point) -> str:
         theirs = results.point(ours.workload, peer, ours.concurrency)
-        ok = theirs is not None and theirs.req_s > 0
-        return f"{ours.req_s / theirs.req_s:.2f}x" if ok and theirs else "n/a"
+        if theirs is None or theirs.req_s <= 0:
+            return "n/a"
+        return f"{ours.req_s / theirs.req_s:.2f}x"
 
     return f"vs {PEER_TITLES[peer]}", cell
 
@@ -108,8 +109,7 @@ def _versus(results: Results, peer: str) -> Column[Point]:
 def ratio_table(results: Results) -> str:
     ours = [p for p in results.points if p.server == OURS and p.workload in ("W1", "W2")]
     ours.sort(key=lambda p: (p.workload, p.concurrency))
-    columns: list[Column[Point]] = [("workload", lambda p: p.workload)]
-    columns += [("c", lambda p: str(p.concurrency))]
+    columns: list[Column[Point]] = [("workload", lambda p: p.workload), POINT_COLUMNS[1]]
     return table(columns + [_versus(results, peer) for peer in PEERS], ours)
 
 
