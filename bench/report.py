@@ -1,36 +1,31 @@
-"""Rendering one run's results as bench/RESULTS.md."""
+"""Rendering one run's results as bench/RESULTS.md: tables from data, prose from the template."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from bench.results import Point, Results
-from bench.targets import OURS, PEERS, check_targets
+from bench.ceiling import Ceiling
+from bench.gpu_section import gpu_section
+from bench.profile_report import profile_section
+from bench.report_markdown import Column, fill, num, pairs_table, table, tidy
+from bench.results import Point, Results, ServerRun
+from bench.targets import OURS, PEERS, Check, check_targets
 
+NOTES = Path(__file__).resolve().parent / "RESULTS-notes.md"
+NOTES_STAMP = "<!-- run started: "  # the notes file's first line: which run it reads
 SERVER_ORDER = ("cnn-serve", "cnn-serve fp32", "cnn-serve bf16", "torchserve", "litserve", "naive")
+PEER_TITLES = {"torchserve": "TorchServe", "litserve": "LitServe", "naive": "naive FastAPI"}
 WORKLOAD_TITLES = {
     "W1": "W1: mnist-cnn, one 28x28 PNG per request",
     "W1x64": "W1: mnist-cnn, 64 PNGs per request (multipart)",
     "W1x64v2": "W1: mnist-cnn, 64 PNGs per request (V2 binary, BYTES input)",
     "W2": "W2: resnet18 (random init), one 427x640 JPEG per request",
 }
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def _order(server: str) -> int:
-    return SERVER_ORDER.index(server) if server in SERVER_ORDER else len(SERVER_ORDER)
+MODES = {
+    True: "QUICK mode (short points: for checking a change, not for quoting)",
+    False: "full run",
+}
 
 
 def _errors(point: Point) -> str:
@@ -42,150 +37,110 @@ def _errors(point: Point) -> str:
     return f"{failed} ({'; '.join(kinds)})"
 
 
-def load_tables(results: Results) -> list[str]:
-    lines: list[str] = []
-    for workload in WORKLOAD_TITLES:
+def _cpu_ms_per_request(p: Point) -> float | None:
+    return p.server_cpu_s * 1000 / p.hey.ok if p.hey.ok and p.server_cpu_s else None
+
+
+def _model_by_batch(c: Ceiling) -> str:
+    return ", ".join(f"{b}: {v:,.0f}" for b, v in sorted(c.model_img_s.items()))
+
+
+TARGET_COLUMNS: tuple[Column[Check], ...] = (
+    ("target", lambda c: c.name),
+    ("goal", lambda c: c.goal),
+    ("measured", lambda c: c.measured),
+    ("verdict", lambda c: c.verdict),
+)
+POINT_COLUMNS: tuple[Column[Point], ...] = (
+    ("server", lambda p: p.server),
+    ("c", lambda p: str(p.concurrency)),
+    ("req/s", lambda p: num(p.req_s)),
+    ("img/s", lambda p: num(p.img_s)),
+    ("p50 ms", lambda p: num(p.hey.latency_ms(50), 2)),
+    ("p99 ms", lambda p: num(p.hey.latency_ms(99), 2)),
+    ("errors", _errors),
+    ("mean batch", lambda p: num(p.mean_batch, 2)),
+    ("server CPU ms/req", lambda p: num(_cpu_ms_per_request(p), 2)),
+    ("other load (cores)", lambda p: num(p.other_cores, 2)),
+)
+CEILING_COLUMNS: tuple[Column[Ceiling], ...] = (
+    ("workload", lambda c: c.workload),
+    ("variant", lambda c: c.variant),
+    ("model alone, best batch", lambda c: f"{c.model_best_img_s:,.0f} (batch {c.best_batch})"),
+    ("decode + preprocess alone", lambda c: f"{c.decode_img_s:,.0f}"),
+    ("together, serial", lambda c: f"{c.together_img_s:,.0f} (batch {c.best_batch})"),
+    ("model img/s by batch size", _model_by_batch),
+)
+RUN_COLUMNS: tuple[Column[ServerRun], ...] = (
+    ("workload", lambda r: r.workload),
+    ("server", lambda r: r.server),
+    ("ready s", lambda r: num(r.ready_s, 2)),
+    ("first answer s", lambda r: num(r.first_answer_s, 2)),
+    ("idle RSS MB", lambda r: num(r.idle_rss_mb, 0)),
+    ("RSS after MB", lambda r: num(r.rss_after_mb, 0)),
+    ("error", lambda r: r.error or ""),
+)
+
+
+def _order(server: str) -> int:
+    return SERVER_ORDER.index(server) if server in SERVER_ORDER else len(SERVER_ORDER)
+
+
+def load_tables(results: Results) -> str:
+    sections = []
+    for workload, title in WORKLOAD_TITLES.items():
         points = [p for p in results.points if p.workload == workload]
-        if not points:
-            continue
         points.sort(key=lambda p: (_order(p.server), p.concurrency))
-        lines += ["", f"### {WORKLOAD_TITLES[workload]}", ""]
-        header = ["server", "c", "req/s", "img/s", "p50 ms", "p99 ms", "errors"]
-        header += ["mean batch", "server CPU ms/req", "other load (cores)"]
-        lines += table(header, (_point_row(p) for p in points))
-    return lines
+        if points:
+            sections.append(f"### {title}\n\n{table(POINT_COLUMNS, points)}")
+    return "\n\n".join(sections)
 
 
-def _point_row(p: Point) -> list[str]:
-    answered = p.hey.ok
-    cpu_per_req = (p.server_cpu_s or 0) * 1000 / answered if answered and p.server_cpu_s else None
-    return [
-        p.server,
-        str(p.concurrency),
-        _num(p.req_s),
-        _num(p.img_s),
-        _num(p.hey.latency_ms(50), 2),
-        _num(p.hey.latency_ms(99), 2),
-        _errors(p),
-        _num(p.mean_batch, 2),
-        _num(cpu_per_req, 2),
-        _num(p.other_cores, 2),
-    ]
+def _versus(results: Results, peer: str) -> Column[Point]:
+    def cell(ours: Point) -> str:
+        theirs = results.point(ours.workload, peer, ours.concurrency)
+        if theirs is None or theirs.req_s <= 0:
+            return "n/a"
+        return f"{ours.req_s / theirs.req_s:.2f}x"
+
+    return f"vs {PEER_TITLES[peer]}", cell
 
 
-def ratio_table(results: Results) -> list[str]:
-    rows = []
-    for workload in ("W1", "W2"):
-        concurrencies = sorted({p.concurrency for p in results.points if p.workload == workload})
-        for c in concurrencies:
-            ours = results.point(workload, OURS, c)
-            if ours is None:
-                continue
-            cells = [workload, str(c)]
-            for peer in PEERS:
-                theirs = results.point(workload, peer, c)
-                ok = theirs is not None and theirs.req_s > 0
-                cells.append(f"{ours.req_s / theirs.req_s:.2f}x" if ok and theirs else "n/a")
-            rows.append(cells)
-    return table(["workload", "c", "vs TorchServe", "vs LitServe", "vs naive FastAPI"], rows)
+def ratio_table(results: Results) -> str:
+    ours = [p for p in results.points if p.server == OURS and p.workload in ("W1", "W2")]
+    ours.sort(key=lambda p: (p.workload, p.concurrency))
+    columns: list[Column[Point]] = [("workload", lambda p: p.workload), POINT_COLUMNS[1]]
+    return table(columns + [_versus(results, peer) for peer in PEERS], ours)
 
 
-def ceiling_table(results: Results) -> list[str]:
-    rows = []
-    for c in results.ceilings:
-        sizes = ", ".join(f"{b}: {v:,.0f}" for b, v in sorted(c.model_img_s.items()))
-        rows.append(
-            [
-                c.workload,
-                c.variant,
-                f"{c.model_best_img_s:,.0f} (batch {c.best_batch})",
-                f"{c.decode_img_s:,.0f}",
-                f"{c.together_img_s:,.0f} (batch {c.best_batch})",
-                sizes,
-            ]
-        )
-    header = ["workload", "variant", "model alone, best batch", "decode + preprocess alone"]
-    header += ["together, serial", "model img/s by batch size"]
-    return table(header, rows)
+def reading(results: Results, path: Path = NOTES) -> str:
+    """The hand-written reading of a run, kept only under the run it reads."""
+    if not path.is_file():
+        return ""
+    stamp, _, body = path.read_text().partition("\n")
+    noted = stamp.removeprefix(NOTES_STAMP).removesuffix(" -->").strip()
+    return body if noted == results.started else fill("notes-elsewhere", noted=noted)
 
 
-def server_table(results: Results) -> list[str]:
-    rows = []
-    for r in sorted(results.runs, key=lambda r: (r.workload, _order(r.server))):
-        rows.append(
-            [
-                r.workload,
-                r.server,
-                _num(r.ready_s, 2),
-                _num(r.first_answer_s, 2),
-                _num(r.idle_rss_mb, 0),
-                _num(r.rss_after_mb, 0),
-                r.error or "",
-            ]
-        )
-    header = ["workload", "server", "ready s", "first answer s", "idle RSS MB", "RSS after MB"]
-    return table([*header, "error"], rows)
-
-
-def target_table(results: Results) -> list[str]:
-    rows = [[c.name, c.goal, c.measured, c.verdict] for c in check_targets(results)]
-    return table(["target", "goal", "measured", "verdict"], rows)
-
-
-def _kv(data: dict[str, Any]) -> list[str]:
-    return table(["", ""], ([str(k), str(v)] for k, v in data.items()))
-
-
-def render(
-    results: Results, *, profile_lines: Sequence[str] = (), gpu_lines: Sequence[str] = ()
-) -> str:
-    mode = (
-        "QUICK mode (short points: for checking a change, not for quoting)"
-        if results.quick
-        else "full run"
+def render(results: Results, *, gpu: dict[str, Any] | None = None, notes: str = "") -> str:
+    items = "\n".join(f"- {n}" for n in results.notes)
+    runs = sorted(results.runs, key=lambda r: (r.workload, _order(r.server)))
+    text = fill(
+        "report",
+        mode=MODES[results.quick],
+        started=results.started,
+        finished=results.finished,
+        targets=table(TARGET_COLUMNS, check_targets(results)),
+        load_tables=load_tables(results),
+        ratios=ratio_table(results),
+        ceilings=table(CEILING_COLUMNS, results.ceilings),
+        servers=table(RUN_COLUMNS, runs),
+        profile=profile_section(results.profile),
+        machine=pairs_table(results.machine),
+        versions=pairs_table(results.versions),
+        settings=pairs_table(results.settings),
+        run_notes=fill("run-notes", items=items) if items else "",
+        gpu=gpu_section(gpu),
+        reading=notes,
     )
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Written by `make bench` ({mode}), {results.started} to {results.finished}.",
-        "Every figure below comes from this one run on this one machine: compare only within it.",
-        "The load generator (hey) runs on the same machine and takes CPU from the servers; the",
-        "'other load' column is the CPU used during each point by processes other than the server",
-        "and hey (other work on the shared machine), in cores.",
-        "",
-        "## Targets",
-        "",
-        *target_table(results),
-        "",
-        "## Under load",
-        *load_tables(results),
-        "",
-        "### Ratios, cnn-serve req/s over each peer's",
-        "",
-        *ratio_table(results),
-        "",
-        "## In-process ceilings (img/s, no HTTP, one process, serial)",
-        "",
-        "Each figure is the best of five windows, and in a full run the better of two passes",
-        "(before and after the servers): other work on the machine only ever lowers it.",
-        "",
-        *ceiling_table(results),
-        "",
-        "## Start-up and memory (RSS summed over each server's process tree)",
-        "",
-        *server_table(results),
-        "",
-        *profile_lines,
-        "## Machine, versions, settings",
-        "",
-        *_kv(results.machine),
-        "",
-        *_kv(results.versions),
-        "",
-        *_kv(results.settings),
-        "",
-    ]
-    if results.notes:
-        lines += ["## Notes from this run", "", *[f"- {n}" for n in results.notes], ""]
-    lines += list(gpu_lines)
-    return "\n".join(lines).rstrip() + "\n"
+    return tidy(text)

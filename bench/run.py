@@ -7,6 +7,10 @@ In-process ceilings first, then each server in turn (cnn-serve, TorchServe,
 LitServe, a naive FastAPI server) under hey at each concurrency, then a
 py-spy profile of cnn-serve under W1 at c=64. It prints and records; it
 never asserts.
+
+The report's prose is bench/report_template.md; a hand-written reading of a
+run goes in bench/RESULTS-notes.md, whose first line names the run it reads
+(`<!-- run started: ... -->`), and `--render-only` folds it in under that run.
 """
 
 from __future__ import annotations
@@ -22,12 +26,11 @@ from pathlib import Path
 
 from bench import ceiling, procs, servers
 from bench.environment import machine_info, versions
-from bench.gpu_section import gpu_lines
+from bench.gpu_section import load_gpu_results
 from bench.hey import Load, ensure_hey, run_hey
 from bench.peers.env import ensure_peer_env
-from bench.profile import profile_lines
-from bench.profiling import profile_ours
-from bench.report import render
+from bench.profile_run import profile_ours
+from bench.report import reading, render
 from bench.results import Point, Results, ServerRun
 from bench.scrape import HistogramTotals, histogram_totals
 from bench.workloads import Workload, prepare
@@ -240,7 +243,7 @@ def run_servers(
 def write(results: Results, out: Path, destination: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=1))
-    text = render(results, profile_lines=profile_lines(results.profile), gpu_lines=gpu_lines())
+    text = render(results, gpu=load_gpu_results(), notes=reading(results))
     destination.write_text(text)
     print(f"wrote {destination} and {out / 'results.json'}", flush=True)
 

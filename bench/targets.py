@@ -1,14 +1,125 @@
-"""The performance targets, checked against one run's results: ratios within one run only."""
+"""The performance targets as data: each row names the figure it reads from one run's results
+and the rule that judges it against a peer or a ceiling from the same run, or a fixed limit.
+A figure the run did not measure makes its target "not measured", never failed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.results import Results
+from bench.results import Point, Results, ServerRun
 
 OURS = "cnn-serve"
 OURS_FP32 = "cnn-serve fp32"
 PEERS = ("torchserve", "litserve", "naive")
+
+Figure = Callable[[Results], float | None]  # None: not measured in this run
+Judgement = tuple[str, float | None, bool]  # the figure as text, margin (>= 1 means met), met
+
+
+def at_point(workload: str, server: str, c: int, pick: Callable[[Point], float | None]) -> Figure:
+    def figure(results: Results) -> float | None:
+        point = results.point(workload, server, c)
+        return None if point is None else pick(point)
+
+    return figure
+
+
+def req_s(workload: str, server: str, c: int) -> Figure:
+    return at_point(workload, server, c, lambda p: p.req_s)
+
+
+def img_s(workload: str, server: str, c: int) -> Figure:
+    return at_point(workload, server, c, lambda p: p.img_s)
+
+
+def p99_ms(workload: str, server: str, c: int) -> Figure:
+    return at_point(workload, server, c, lambda p: p.hey.latency_ms(99))
+
+
+def best_peer_img_s(workload: str, c: int) -> Figure:
+    def figure(results: Results) -> float | None:
+        found = [f for peer in PEERS if (f := img_s(workload, peer, c)(results)) is not None]
+        return max(found, default=None)
+
+    return figure
+
+
+def ceiling_img_s(workload: str) -> Figure:
+    """The fp32 in-process ceiling, decode and forward together."""
+
+    def figure(results: Results) -> float | None:
+        found = results.ceiling(workload)
+        return None if found is None else found.together_img_s
+
+    return figure
+
+
+def default_server(pick: Callable[[ServerRun], float | None]) -> Figure:
+    """A start-up figure of cnn-serve with its default model (W1)."""
+
+    def figure(results: Results) -> float | None:
+        run = results.run("W1", OURS)
+        return None if run is None else pick(run)
+
+    return figure
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """Ours over a reference from the same run, at least `times`."""
+
+    times: float
+    reference: Figure
+
+    @property
+    def goal(self) -> str:
+        return f">= {self.times:.1f}x"
+
+    def judge(self, ours: float, results: Results) -> Judgement | None:
+        theirs = self.reference(results)
+        if theirs is None or theirs <= 0:
+            return None
+        ratio = ours / theirs
+        return f"{ratio:.2f}x", ratio / self.times, ratio >= self.times
+
+
+@dataclass(frozen=True)
+class NoSlower:
+    """A latency no higher than a peer's in the same run."""
+
+    reference: Figure
+    whose: str
+
+    @property
+    def goal(self) -> str:
+        return f"<= {self.whose}"
+
+    def judge(self, ours: float, results: Results) -> Judgement | None:
+        theirs = self.reference(results)
+        if theirs is None or ours <= 0:
+            return None
+        return f"{ours:.1f} ms vs {theirs:.1f} ms", theirs / ours, ours <= theirs
+
+
+@dataclass(frozen=True)
+class Under:
+    """Below a fixed limit: start-up time and memory, which no peer sets."""
+
+    limit: float
+    unit: str
+
+    @property
+    def goal(self) -> str:
+        return f"< {self.limit:,g} {self.unit}"
+
+    def judge(self, ours: float, results: Results) -> Judgement | None:
+        margin = self.limit / ours if ours else None
+        return f"{ours:.2f} {self.unit}", margin, ours < self.limit
+
+
+Rule = AtLeast | NoSlower | Under
 
 
 @dataclass(frozen=True)
@@ -16,7 +127,7 @@ class Check:
     name: str
     goal: str
     measured: str  # the figure, as text
-    ratio: float | None  # measured / goal threshold; >= 1 means met
+    ratio: float | None  # how far past the goal; >= 1 means met
     met: bool | None  # None: not measured in this run
 
     @property
@@ -29,112 +140,44 @@ class Check:
         return "MISSED" + (f" by {short:.0f}%" if short is not None else "")
 
 
-def _ratio_check(
-    name: str, goal: str, mine: float | None, theirs: float | None, need: float
-) -> Check:
-    if mine is None or theirs is None or theirs <= 0:
-        return Check(name, goal, "n/a", None, None)
-    ratio = mine / theirs
-    return Check(name, goal, f"{ratio:.2f}x", ratio / need, ratio >= need)
+@dataclass(frozen=True)
+class Target:
+    name: str
+    figure: Figure
+    rule: Rule
+
+    def check(self, results: Results) -> Check:
+        ours = self.figure(results)
+        judged = None if ours is None else self.rule.judge(ours, results)
+        if judged is None:
+            return Check(self.name, self.rule.goal, "n/a", None, None)
+        return Check(self.name, self.rule.goal, *judged)
 
 
-def _req_s(results: Results, workload: str, server: str, concurrency: int) -> float | None:
-    point = results.point(workload, server, concurrency)
-    return point.req_s if point is not None else None
+W1_CEILING, W2_CEILING = ceiling_img_s("W1"), ceiling_img_s("W2")
+TARGETS = (
+    Target("W1 c=64 req/s vs TorchServe",
+           req_s("W1", OURS, 64), AtLeast(1.2, req_s("W1", "torchserve", 64))),
+    Target("W1 c=64 p99 vs TorchServe",
+           p99_ms("W1", OURS, 64), NoSlower(p99_ms("W1", "torchserve", 64), "TorchServe's p99")),
+    Target("W1 c=64 req/s vs LitServe",
+           req_s("W1", OURS, 64), AtLeast(3.0, req_s("W1", "litserve", 64))),
+    Target("W1 c=1 req/s vs naive FastAPI",
+           req_s("W1", OURS, 1), AtLeast(0.9, req_s("W1", "naive", 1))),
+    Target("W1 64 images/request, multipart, vs in-process ceiling (decode + forward)",
+           img_s("W1x64", OURS, 8), AtLeast(0.8, W1_CEILING)),
+    Target("W1 64 images/request, V2 binary, vs in-process ceiling",
+           img_s("W1x64v2", OURS, 8), AtLeast(0.8, W1_CEILING)),
+    Target("W2 c=32 fp32 vs fp32 in-process ceiling",
+           img_s("W2", OURS_FP32, 32), AtLeast(1.0, W2_CEILING)),
+    Target("W2 c=32 default (CNN_PRECISION=auto) vs best peer",
+           img_s("W2", OURS, 32), AtLeast(1.3, best_peer_img_s("W2", 32))),
+    Target("cold start, default model (to /readyz 200)",
+           default_server(lambda run: run.ready_s), Under(6.0, "s")),
+    Target("idle RSS, default model",
+           default_server(lambda run: run.idle_rss_mb), Under(1024.0, "MB")),
+)  # fmt: skip
 
 
-def _img_s(results: Results, workload: str, server: str, concurrency: int) -> float | None:
-    point = results.point(workload, server, concurrency)
-    return point.img_s if point is not None else None
-
-
-def _p99_check(results: Results) -> Check:
-    ours = results.point("W1", OURS, 64)
-    peer = results.point("W1", "torchserve", 64)
-    name, goal = "W1 c=64 p99 vs TorchServe", "<= TorchServe's p99"
-    if ours is None or peer is None:
-        return Check(name, goal, "n/a", None, None)
-    mine, theirs = ours.hey.latency_ms(99), peer.hey.latency_ms(99)
-    if mine is None or theirs is None or mine <= 0:
-        return Check(name, goal, "n/a", None, None)
-    return Check(name, goal, f"{mine:.1f} ms vs {theirs:.1f} ms", theirs / mine, mine <= theirs)
-
-
-def _best_peer_img_s(results: Results, workload: str, concurrency: int) -> float | None:
-    rates = [_img_s(results, workload, peer, concurrency) for peer in PEERS]
-    found = [r for r in rates if r is not None]
-    return max(found) if found else None
-
-
-def _limit_check(name: str, goal: str, value: float | None, limit: float, unit: str) -> Check:
-    if value is None:
-        return Check(name, goal, "n/a", None, None)
-    return Check(name, goal, f"{value:.2f} {unit}", limit / value if value else None, value < limit)
-
-
-def check_targets(results: Results) -> list[Check]:
-    w1x64_ceiling = results.ceiling("W1")
-    w2_ceiling = results.ceiling("W2")
-    run = results.run("W1", OURS)
-    return [
-        _ratio_check(
-            "W1 c=64 req/s vs TorchServe",
-            ">= 1.2x",
-            _req_s(results, "W1", OURS, 64),
-            _req_s(results, "W1", "torchserve", 64),
-            1.2,
-        ),
-        _p99_check(results),
-        _ratio_check(
-            "W1 c=64 req/s vs LitServe",
-            ">= 3x",
-            _req_s(results, "W1", OURS, 64),
-            _req_s(results, "W1", "litserve", 64),
-            3.0,
-        ),
-        _ratio_check(
-            "W1 c=1 req/s vs naive FastAPI",
-            ">= 0.9x",
-            _req_s(results, "W1", OURS, 1),
-            _req_s(results, "W1", "naive", 1),
-            0.9,
-        ),
-        _ratio_check(
-            "W1 64 images/request, multipart, vs in-process ceiling (decode + forward)",
-            ">= 0.8x",
-            _img_s(results, "W1x64", OURS, 8),
-            w1x64_ceiling.together_img_s if w1x64_ceiling else None,
-            0.8,
-        ),
-        _ratio_check(
-            "W1 64 images/request, V2 binary, vs in-process ceiling",
-            ">= 0.8x",
-            _img_s(results, "W1x64v2", OURS, 8),
-            w1x64_ceiling.together_img_s if w1x64_ceiling else None,
-            0.8,
-        ),
-        _ratio_check(
-            "W2 c=32 fp32 vs fp32 in-process ceiling",
-            ">= 1.0x",
-            _img_s(results, "W2", OURS_FP32, 32),
-            w2_ceiling.together_img_s if w2_ceiling else None,
-            1.0,
-        ),
-        _ratio_check(
-            "W2 c=32 default (CNN_PRECISION=auto) vs best peer",
-            ">= 1.3x",
-            _img_s(results, "W2", OURS, 32),
-            _best_peer_img_s(results, "W2", 32),
-            1.3,
-        ),
-        _limit_check(
-            "cold start, default model (to /readyz 200)",
-            "< 6 s",
-            run.ready_s if run else None,
-            6.0,
-            "s",
-        ),
-        _limit_check(
-            "idle RSS, default model", "< 1 GB", run.idle_rss_mb if run else None, 1024.0, "MB"
-        ),
-    ]
+def check_targets(results: Results, targets: tuple[Target, ...] = TARGETS) -> list[Check]:
+    return [target.check(results) for target in targets]

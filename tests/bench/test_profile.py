@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import category, parse_collapsed, profile_lines, summarize
+from bench.profile_report import profile_section
+from bench.profile_run import category, parse_collapsed, summarize
 
 RAW = (
     "thread (11): MainThread;run (asyncio/base_events.py:600);"
@@ -54,14 +55,14 @@ def test_section_turns_shares_into_cpu_ms_per_request() -> None:
     profile = {**summary, "load": "W1 at c=64", "py_spy": "0.4.3", "rate_hz": 100}
     profile |= {"seconds": 15.0, "req_s": 500.0, "server_cpu_s": 15.0, "requests": 7500}
     profile |= {"cpu_ms_per_req": 2.0, "cores": 2}
-    text = "\n".join(profile_lines(profile))
+    text = profile_section(profile)
     assert "**2.00 ms of CPU per request**" in text
     assert "| model forward (torch, engine) | 35.0% | 0.700 |" in text
     assert "near 1,000 req/s" in text
 
 
 def test_section_without_samples_says_why() -> None:
-    text = "\n".join(profile_lines({"error": "py-spy failed: permission denied"}))
+    text = profile_section({"error": "py-spy failed: permission denied"})
     assert "No profile in this run: py-spy failed: permission denied." in text
 
 
@@ -70,7 +71,7 @@ def test_gil_section_follows_when_a_gil_profile_was_made() -> None:
     profile = {**summary, "load": "W1 at c=64", "py_spy": "0.4.3", "rate_hz": 100}
     profile |= {"seconds": 15.0, "req_s": 500.0, "server_cpu_s": 15.0, "requests": 7500}
     profile |= {"cpu_ms_per_req": 2.0, "cores": 2, "gil": {**summary, "req_s": 480.0}}
-    text = "\n".join(profile_lines(profile))
+    text = profile_section(profile)
     assert "### Who holds the GIL" in text
     assert "(480 req/s during this window)" in text
     assert text.count("| model forward (torch, engine) | 35.0%") == 2

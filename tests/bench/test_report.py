@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bench.ceiling import Ceiling
+from bench.gpu_section import gpu_section
 from bench.hey import HeyResult
-from bench.report import render
+from bench.report import reading, render
 from bench.results import Point, Results, ServerRun
-from bench.targets import check_targets
+from bench.targets import TARGETS, check_targets
 
 
 def _point(workload: str, server: str, c: int, ok: int, p99_s: float, images: int = 1) -> Point:
@@ -66,12 +68,56 @@ def test_missing_points_are_not_measured_rather_than_failed() -> None:
     assert checks["W1 c=64 p99 vs TorchServe"].met is None
 
 
+def test_every_target_row_renders_with_a_verdict() -> None:
+    text = render(_results())
+    verdicts = ("met", "not measured", "MISSED by ")
+    for target in TARGETS:
+        rows = [line for line in text.splitlines() if line.startswith(f"| {target.name} |")]
+        assert len(rows) == 1, target.name
+        assert rows[0].removesuffix(" |").rpartition(" | ")[2].startswith(verdicts)
+
+
+def test_a_run_that_measured_nothing_is_not_measured_everywhere() -> None:
+    empty = Results(started="2026-01-01 00:00:00 UTC")
+    checks = check_targets(empty)
+    assert [c.name for c in checks] == [t.name for t in TARGETS]
+    assert {(c.measured, c.verdict) for c in checks} == {("n/a", "not measured")}
+    assert render(empty).count("| n/a | not measured |") == len(TARGETS)
+
+
 def test_render_has_the_ratio_row_and_survives_a_json_round_trip() -> None:
     results = Results.from_dict(json.loads(json.dumps(_results().to_dict())))
     text = render(results)
     assert "| W1 | 64 | 1.50x | 2.50x | 5.00x |" in text
-    assert "| W1 c=64 req/s vs LitServe | >= 3x | 2.50x | MISSED by 17% |" in text
+    assert "| W1 c=64 req/s vs LitServe | >= 3.0x | 2.50x | MISSED by 17% |" in text
     assert "| W1 | fp32 | 5,000 (batch 64) | 9,000 | 3,000 (batch 64) |" in text
+
+
+def test_hand_written_notes_appear_only_under_the_run_they_read(tmp_path: Path) -> None:
+    notes = tmp_path / "RESULTS-notes.md"
+    notes.write_text(
+        "<!-- run started: 2026-01-01 00:00:00 UTC -->\n## Reading this run\n\nSlow.\n"
+    )
+    results = _results()
+    text = render(results, notes=reading(results, notes))
+    assert text.endswith("## Reading this run\n\nSlow.\n")
+    results.started = "2026-02-02 00:00:00 UTC"
+    text = render(results, notes=reading(results, notes))
+    assert "Slow." not in text
+    assert "reads the run that started 2026-01-01 00:00:00 UTC, not this one" in text
+    assert reading(results, tmp_path / "absent.md") == ""
+
+
+def test_gpu_section_shows_the_card_and_the_ratios_it_can() -> None:
+    assert "Not measured in this run: this machine has no GPU." in gpu_section(None)
+    data = {"device": "H100", "inprocess_img_s": 4000.0, "inprocess_batch": 128}
+    data |= {"service_batch_img_s": 3000.0, "batch_request": 64}
+    text = gpu_section(data)
+    assert "Card: H100;" in text
+    assert "| in-process, best batch | 4,000 | 128 |" in text
+    assert "| service, one JPEG per request, c=128 | n/a |  |" in text
+    assert "Service over in-process: 0.75x (target >= 0.8x)." in text
+    assert "5,411 img/s): 0.55x." in text
 
 
 def test_ceiling_passes_keep_each_figures_better_value() -> None:
