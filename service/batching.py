@@ -161,6 +161,17 @@ class Batcher:
             self._queued_images += count
             self._cond.notify_all()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is queued or running (True), or `timeout` seconds pass (False).
+
+        Lower-priority work on the same model (explanations) calls this before each
+        forward pass, so that it runs only between classification batches.
+        """
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._queue and not self._busy_workers, timeout=max(0.0, timeout)
+            )
+
     # ---- worker side -----------------------------------------------------
 
     def start(self) -> None:
@@ -196,6 +207,8 @@ class Batcher:
             finally:
                 with self._cond:
                     self._busy_workers -= 1
+                    if not self._busy_workers and not self._queue:
+                        self._cond.notify_all()  # wakes work that yields to classification
 
     def _next_batch(self) -> list[WorkItem] | None:
         with self._cond:
