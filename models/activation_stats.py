@@ -26,7 +26,8 @@ sample itself, and its p-values flag trivial shifts once windows are large.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -199,9 +200,11 @@ def default_profile_layers(layers: Sequence[FeatureLayer]) -> list[FeatureLayer]
     return chosen or [layer for layer in layers if layer.has_kernels]
 
 
-def _batches(images: Sequence[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, len(images), size):
-        yield torch.stack(list(images[start : start + size]))
+def _batches(images: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Stacks of `size` images, made as they are consumed: the images need not fit in memory."""
+    stream = iter(images)
+    while chunk := list(itertools.islice(stream, size)):
+        yield torch.stack(chunk)
 
 
 def _layer_profile(stats: LayerStats, means: NDArray[np.float64]) -> LayerProfile:
@@ -218,19 +221,19 @@ def _layer_profile(stats: LayerStats, means: NDArray[np.float64]) -> LayerProfil
 
 def profile_images(
     module: nn.Module,
-    images: Sequence[torch.Tensor],
+    images: Iterable[torch.Tensor],
     layers: Sequence[FeatureLayer],
     *,
     batch_size: int = 256,
     data: str | None = None,
 ) -> ActivationProfile:
     """The activation profile of `module` (in eval mode) over preprocessed [C, H, W] images."""
-    if not images:
-        raise ValueError("a profile needs at least one image")
     stats = {layer.name: LayerStats() for layer in layers}
     means: dict[str, list[NDArray[np.float64]]] = {layer.name: [] for layer in layers}
     predictions: PredictionStats | None = None
+    count = 0
     for batch in _batches(images, batch_size):
+        count += len(batch)
         maps: dict[str, torch.Tensor] = {}
         with torch.inference_mode(), capturing(module, layers, maps):
             probabilities = torch.softmax(module(batch).float(), dim=1).numpy()
@@ -238,9 +241,10 @@ def profile_images(
         predictions.update(probabilities)
         for name, tensor in maps.items():
             means[name].append(stats[name].update(tensor.float().cpu().numpy()))
-    assert predictions is not None  # at least one batch ran
+    if predictions is None:
+        raise ValueError("a profile needs at least one image")
     return ActivationProfile(
-        images=len(images),
+        images=count,
         data=data,
         layers={n: _layer_profile(stats[n], np.concatenate(means[n])) for n in stats},
         confidence_fractions=_rounded(_fractions(predictions.confidence)),
