@@ -236,7 +236,7 @@ def profile_images(
         count += len(batch)
         maps: dict[str, torch.Tensor] = {}
         with torch.inference_mode(), capturing(module, layers, maps):
-            probabilities = torch.softmax(module(batch).float(), dim=1).numpy()
+            probabilities = torch.softmax(module(batch).float(), dim=1).cpu().numpy()
         predictions = predictions or PredictionStats(probabilities.shape[1])
         predictions.update(probabilities)
         for name, tensor in maps.items():
