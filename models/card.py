@@ -15,10 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.activation_stats import ActivationProfile
 from models.errors import CardError
 from models.validation import summarize_errors
 
 CARD_SUFFIX = ".json"
+# The card's own format. 1: the first; 2: adds activation_profile. Cards without the
+# field are format 1 and load as they are; a card from a newer format is refused.
+CARD_FORMAT = 2
 WeightsFormat = Literal["state_dict", "torchscript", "export"]
 ResizePolicy = Literal["resize", "resize_center_crop"]
 
@@ -81,6 +85,12 @@ class Metrics(_Strict):
 
 
 class ModelCard(_Strict):
+    card_format: int = Field(
+        default=1,
+        ge=1,
+        le=CARD_FORMAT,
+        description=f"the card's format version; this version reads up to {CARD_FORMAT}",
+    )
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     version: str = "1"
     architecture: Architecture
@@ -93,6 +103,10 @@ class ModelCard(_Strict):
     metrics: Metrics | None = None
     torch_version: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    activation_profile: ActivationProfile | None = Field(
+        default=None,
+        description="activation statistics over reference images, for drift monitoring (format 2)",
+    )
 
     @property
     def num_classes(self) -> int:

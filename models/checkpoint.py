@@ -18,8 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.activation_stats import ActivationProfile
 from models.architectures import build_model
-from models.card import CARD_SUFFIX, Architecture, Metrics, ModelCard, Training, WeightsFormat
+from models.card import (
+    CARD_FORMAT,
+    CARD_SUFFIX,
+    Architecture,
+    Metrics,
+    ModelCard,
+    Training,
+    WeightsFormat,
+)
 from models.errors import CardError, IntegrityError, ModelLoadError
 from models.preprocess import Preprocessor
 
@@ -75,6 +84,7 @@ def save_checkpoint(
     version: str = "1",
     training: Training | None = None,
     metrics: Metrics | None = None,
+    activation_profile: ActivationProfile | None = None,
 ) -> Path:
     """Write `<name>.pt` (a state_dict) and `<name>.json` (its card); return the card's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +92,7 @@ def save_checkpoint(
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     torch.save(state, weights_path)
     card = ModelCard(
+        card_format=CARD_FORMAT,
         name=name,
         version=version,
         architecture=Architecture(name=architecture, kwargs=architecture_kwargs or {}),
@@ -94,6 +105,7 @@ def save_checkpoint(
         metrics=metrics,
         torch_version=torch.__version__.split("+")[0],
         created_at=datetime.now(UTC),
+        activation_profile=activation_profile,
     )
     card_path = out_dir / f"{name}{CARD_SUFFIX}"
     card.dump(card_path)

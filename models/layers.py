@@ -23,7 +23,7 @@ the same ops whatever the pixels, so a zero input shows what any input does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -196,3 +196,42 @@ def conv_kernels(root: nn.Module, layer: FeatureLayer) -> Kernels:
     return Kernels(
         weights=conv.weight.detach().float().cpu().numpy(), bias=bias, groups=conv.groups
     )
+
+
+@contextmanager
+def capturing(
+    root: nn.Module, layers: Sequence[FeatureLayer], into: dict[str, torch.Tensor]
+) -> Iterator[None]:
+    """Keep the maps of `layers` of the next forward pass of `root` in `into`, by layer name.
+
+    One hook per module, counting its calls, keeps the calls asked for: a layer
+    is one call of one module (see the module docstring). Outputs a later in-place
+    op rewrites are copied as they are made. Use one `with` per forward pass.
+    """
+    wanted: dict[str, dict[int, FeatureLayer]] = {}
+    for layer in layers:
+        wanted.setdefault(layer.module, {})[layer.call] = layer
+    handles = [
+        root.get_submodule(name).register_forward_hook(_keeper(calls, into))
+        for name, calls in wanted.items()
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _keeper(
+    calls: dict[int, FeatureLayer], into: dict[str, torch.Tensor]
+) -> Callable[[nn.Module, object, object], None]:
+    count = 0
+
+    def keep(_m: nn.Module, _i: object, output: object) -> None:
+        nonlocal count
+        layer = calls.get(count)
+        count += 1
+        if layer is not None and isinstance(output, torch.Tensor):
+            into[layer.name] = output.clone() if layer.rewritten else output
+
+    return keep

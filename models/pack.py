@@ -5,7 +5,9 @@
 
 --random-init instead of --weights writes a randomly initialised model, for
 benchmarks and tests. The weights are checked against the architecture
-before anything is written.
+before anything is written. --profile-data DIR (an ImageFolder or a folder of
+images) stores the model's activation profile over those images in the card,
+the reference that drift is measured against.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from pathlib import Path
 
 import torch
 
+from models.activation_stats import ActivationProfile
 from models.architectures import ARCHITECTURES, build_model
+from models.card import InputSpec
 from models.checkpoint import load, save_checkpoint
 from models.cli_args import add_input_spec_arguments, input_spec_from_args, read_labels
 from models.errors import ModelLoadError
+from models.preprocess import Preprocessor
+from models.profiling import MAX_PROFILE_IMAGES, folder_image_paths, open_images, profile_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", default="1")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-init")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--profile-data",
+        type=Path,
+        metavar="DIR",
+        help="images (an ImageFolder or a flat folder) to profile activations over, "
+        f"at most {MAX_PROFILE_IMAGES} of them",
+    )
     add_input_spec_arguments(parser)
     return parser
 
@@ -51,6 +64,18 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state_dict")
     return state
+
+
+def _profile(
+    folder: Path | None, module: torch.nn.Module, spec: InputSpec
+) -> ActivationProfile | None:
+    if folder is None:
+        return None
+    try:
+        paths = folder_image_paths(folder)
+    except ValueError as exc:
+        raise SystemExit(f"cnn-pack: --profile-data: {exc}") from None
+    return profile_model(module, Preprocessor(spec), open_images(paths), data=str(folder))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_spec=spec,
         architecture=args.arch,
         version=args.version,
+        activation_profile=_profile(args.profile_data, module, spec),
     )
     load(card_path)  # prove it serves before saying so
     print(f"wrote {card_path} and {card_path.with_suffix('.pt').name}")

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from models.activation_stats import ActivationProfile
 from models.architectures import ARCHITECTURES, build_model
 from models.card import InputSpec, Metrics, Training
 from models.checkpoint import load, save_checkpoint
@@ -29,6 +30,7 @@ from models.cli_args import add_input_spec_arguments, input_spec_from_args
 from models.data import DEFAULT_SEED, MNIST_SOURCE, Split, mnist_split, stratified_indices
 from models.evaluate import Evaluation, evaluate
 from models.preprocess import Preprocessor
+from models.profiling import profile_model, write_profile
 from models.weights import DEFAULT_MODEL_NAME
 
 # MNIST's own pixel statistics (of the 60,000 training digits, the usual constants).
@@ -151,6 +153,9 @@ def run_training(args: argparse.Namespace) -> Path:
     elapsed = time.monotonic() - started
     result = evaluate(module, preprocess, split.test_images, split.test_labels, labels)
     print(f"trained in {elapsed:.0f} s; test accuracy {result.accuracy:.4f} ({split.description})")
+    profile = profile_model(
+        module, preprocess, split.train_images, data=_profiled(data_source, split)
+    )
     return save_checkpoint(
         module,
         out_dir=Path(args.out),
@@ -166,7 +171,34 @@ def run_training(args: argparse.Namespace) -> Path:
             notes="AdamW + one-cycle LR, label smoothing 0.05, random affine (±10°, ±10% shift)",
         ),
         metrics=_metrics(result, f"held-out test split ({len(split.test_labels)} images)"),
+        activation_profile=profile,
     )
+
+
+def _profiled(data_source: str, split: Split) -> str:
+    return f"{data_source}: the {len(split.train_labels)} training images, not augmented"
+
+
+def run_profiling(path: Path, data: str | None) -> ActivationProfile:
+    """Profile a trained model over its training images and store that in its card.
+
+    The split is rebuilt from the card's seed: MNIST's, or the ImageFolder at `data`.
+    Only the card changes; the weights, and so their sha256, stay as they are.
+    """
+    loaded = load(path)
+    training = loaded.card.training
+    seed = training.seed if training else DEFAULT_SEED
+    if data:
+        split, source = _image_folder_split(Path(data), seed)[0], data
+    else:
+        split, source = mnist_split(seed), MNIST_SOURCE
+    profile = profile_model(
+        loaded.module, loaded.preprocess, split.train_images, data=_profiled(source, split)
+    )
+    write_profile(loaded.path, profile)
+    load(path)  # the card still matches its weights
+    print(f"{loaded.path}: profiled {profile.images} images over {len(profile.layers)} layers")
+    return profile
 
 
 def run_evaluation(path: Path, seed: int) -> Evaluation:
@@ -198,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-only", metavar="PATH", help="evaluate a checkpoint on the MNIST test split"
     )
     parser.add_argument(
+        "--profile-only",
+        metavar="PATH",
+        help="store the activation profile over the training images in an existing card "
+        "(with --data for an ImageFolder model); the weights are not touched",
+    )
+    parser.add_argument(
         "--data", metavar="DIR", help="ImageFolder directory (one sub-folder per class)"
     )
     parser.add_argument(
@@ -212,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.eval_only:
         run_evaluation(Path(args.eval_only), args.seed)
+        return 0
+    if args.profile_only:
+        run_profiling(Path(args.profile_only), args.data)
         return 0
     card_path = run_training(args)
     print(f"wrote {card_path} and its weights")

@@ -36,7 +36,7 @@ _FEATURE_GUTTER = (255, 255, 255)
 _KERNEL_GUTTER = (64, 64, 64)
 
 
-def _lut_from_stops(stops: NDArray[np.float64]) -> NDArray[np.uint8]:
+def lut_from_stops(stops: NDArray[np.float64]) -> NDArray[np.uint8]:
     """256 RGB entries interpolated linearly between evenly spaced stops."""
     where = np.linspace(0, 255, len(stops))
     x = np.arange(256)
@@ -47,13 +47,13 @@ def _lut_from_stops(stops: NDArray[np.float64]) -> NDArray[np.uint8]:
 def _viridis() -> NDArray[np.uint8]:
     raw = bytes.fromhex(_VIRIDIS_STOPS)
     stops = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.float64)
-    return _lut_from_stops(stops)
+    return lut_from_stops(stops)
 
 
 def _diverging() -> NDArray[np.uint8]:
     """Blue (most negative) through white (zero) to red (most positive)."""
     stops = np.array([(59, 76, 192), (255, 255, 255), (180, 4, 38)], dtype=np.float64)
-    return _lut_from_stops(stops)
+    return lut_from_stops(stops)
 
 
 VIRIDIS = _viridis()
@@ -111,13 +111,13 @@ def _assemble(
     return np.ascontiguousarray(image[:-1, :-1])  # no gutter past the last row and column
 
 
-def _upscale(levels: NDArray[np.uint8], scale: int) -> NDArray[np.uint8]:
+def upscale(levels: NDArray[np.uint8], scale: int) -> NDArray[np.uint8]:
     if scale == 1:
         return levels
     return levels.repeat(scale, axis=-2).repeat(scale, axis=-1)
 
 
-def _encode_png(rgb: NDArray[np.uint8]) -> bytes:
+def encode_png(rgb: NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
@@ -139,8 +139,8 @@ def feature_grid_png(maps: NDArray[np.float32], *, channels: list[int], scale: i
     tile_h, tile_w = height * scale, width * scale
     columns, rows = _grid_shape(len(channels), tile_h, tile_w)
     _check_size(columns * (tile_w + 1) - 1, rows * (tile_h + 1) - 1, "feature-map")
-    levels = _upscale(minmax_levels(maps[channels]), scale)
-    return _encode_png(_assemble(VIRIDIS[levels], columns, rows, _FEATURE_GUTTER))
+    levels = upscale(minmax_levels(maps[channels]), scale)
+    return encode_png(_assemble(VIRIDIS[levels], columns, rows, _FEATURE_GUTTER))
 
 
 def kernel_levels(weights: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -188,5 +188,5 @@ def kernel_grid_png(weights: NDArray[np.float32], *, scale: int | None = None) -
     scale = scale or default_kernel_scale(weights)
     columns, rows, tile_h, tile_w = _kernel_layout(weights, scale)
     _check_size(*_grid_pixels(columns, rows, tile_h, tile_w), "kernel")
-    levels = _upscale(kernel_levels(weights), scale).reshape(-1, tile_h, tile_w)
-    return _encode_png(_assemble(DIVERGING[levels], columns, rows, _KERNEL_GUTTER))
+    levels = upscale(kernel_levels(weights), scale).reshape(-1, tile_h, tile_w)
+    return encode_png(_assemble(DIVERGING[levels], columns, rows, _KERNEL_GUTTER))

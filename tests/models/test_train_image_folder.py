@@ -35,3 +35,6 @@ def test_train_on_an_image_folder_writes_a_servable_checkpoint(tmp_path: Path) -
     assert loaded.card.training.split == "stratified 16 train / 4 test"
     assert loaded.card.metrics is not None
     assert 0.0 <= loaded.card.metrics.accuracy <= 1.0
+    profile = loaded.card.activation_profile  # over the 16 training images, not augmented
+    assert profile is not None and profile.images == 16
+    assert list(profile.layers) == ["relu1", "relu2", "relu3", "relu4", "relu5"]

@@ -1,0 +1,293 @@
+"""Attribution maps: which input pixels drove one class score. Torch-side; knows no HTTP.
+
+Methods, each giving one float32 map at the input's resolution [H, W]:
+
+- gradcam, gradcam_plus: a layer's class activation map (service/cam.py),
+  upsampled bilinearly to H x W as Captum's LayerAttribution.interpolate does.
+- saliency: |dS/dx| (Captum Saliency), summed over channels (abs-sum).
+- integrated_gradients: Captum IntegratedGradients from a baseline in `steps`
+  steps (Gauss-Legendre), summed over channels (signed sum: the sum over all
+  pixels approximates S(x) - S(baseline)).
+- occlusion: Captum Occlusion; a `window` x `window` square of all channels is
+  replaced by the baseline every `stride` pixels; a pixel's value is the mean
+  drop of S over the windows covering it, summed over channels (every channel
+  of a pixel gets the same value, so the sum is C times it).
+
+S is the target class's logit (before softmax). Baselines, in the model's
+preprocessed space: "black" is the preprocessed value of an all-zero pixel
+image (normalize(0) = -mean/std per channel; MNIST's background);
+"blurred" is the input under a Gaussian blur of sigma = min(H, W) / 8.
+
+Budgets: IG takes 1..MAX_STEPS steps; occlusion runs ceil((H - window) /
+stride + 1) * ceil((W - window) / stride + 1) + 1 forward passes (Captum's
+count, plus the unoccluded one), at most MAX_OCCLUSION_PASSES.
+
+The caller must not hold torch.inference_mode (gradients cannot flow through
+inference tensors): run explain from a thread that is outside it. The module
+runs in eval mode and its training flags are put back after; parameters'
+requires_grad is never touched (gradients are taken with respect to the input),
+and the one hook Grad-CAM sets is removed before returning. That hook would
+see any other forward pass on the same module meanwhile: run explanations on
+the module's own lane, not beside its batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients, LayerAttribution, Occlusion, Saliency
+from numpy.typing import NDArray
+from torch import nn
+from torchvision.transforms.v2 import functional as tvf
+
+from models.preprocess import Preprocessor
+from service.cam import activation_and_gradient, grad_cam, grad_cam_plus
+from service.errors import InvalidParameter, ServiceError
+
+Method = Literal["gradcam", "gradcam_plus", "saliency", "integrated_gradients", "occlusion"]
+Baseline = Literal["black", "blurred"]
+METHODS: tuple[str, ...] = get_args(Method)
+BASELINES: tuple[str, ...] = get_args(Baseline)
+CAM_METHODS = frozenset({"gradcam", "gradcam_plus"})
+DEFAULT_STEPS = 32
+MAX_STEPS = 256
+MAX_OCCLUSION_PASSES = 1024
+_IG_BATCH = 32  # IG steps per forward pass: bounds memory whatever `steps` is
+_OCCLUSION_BATCH = 64  # occluded copies per forward pass
+_MAX_LABELS_SHOWN = 20
+
+
+class ExplainBudgetExceeded(ServiceError):
+    status, code, title = (
+        422,
+        "explain_budget_exceeded",
+        "The explanation would cost more than the server allows",
+    )
+
+
+class UnknownTarget(ServiceError):
+    status, code, title = 422, "unknown_target", "The model has no class by that name"
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What to explain. `target` is a class index (see resolve_target); `layer` is for CAMs."""
+
+    method: Method
+    target: int
+    layer: nn.Module | None = None  # the module of a FeatureLayer (see service.cam.resolve_layer)
+    layer_call: int = 0  # which call of that module (FeatureLayer.call)
+    steps: int = DEFAULT_STEPS
+    baseline: Baseline = "black"
+    window: int | None = None  # occlusion: side of the square, pixels; None: default_window
+    stride: int | None = None  # occlusion: None: half the window
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidParameter(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.baseline not in BASELINES:
+            raise InvalidParameter(f"baseline {self.baseline!r} is not one of black, blurred")
+        if self.target < 0:
+            raise InvalidParameter(f"target {self.target} is negative")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ExplainBudgetExceeded(f"steps={self.steps}: must be 1 to {MAX_STEPS}")
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidParameter(f"{name}={value}: must be at least 1")
+        if self.method in CAM_METHODS and self.layer is None:
+            raise InvalidParameter(f"{self.method} needs a layer")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    method: str
+    target: int
+    attribution: NDArray[np.float32]  # [H, W], the input's resolution
+    probabilities: NDArray[np.float32]  # [classes], for the same input
+    minimum: float = field(init=False)
+    maximum: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "minimum", float(self.attribution.min()))
+        object.__setattr__(self, "maximum", float(self.attribution.max()))
+
+
+def default_window(height: int, width: int) -> int:
+    """About a seventh of the short side: 4 pixels of a 28x28 digit, 32 of a 224 image."""
+    return max(1, round(min(height, width) / 7))
+
+
+def occlusion_geometry(
+    height: int, width: int, window: int | None, stride: int | None
+) -> tuple[int, int, int]:
+    """(window, stride, forward passes) for an H x W input, checked against the budget."""
+    window = window or default_window(height, width)
+    stride = stride or max(1, window // 2)
+    if window > min(height, width):
+        raise InvalidParameter(f"window={window} is larger than the {height}x{width} input")
+    if stride > window:
+        raise InvalidParameter(f"stride={stride} is larger than window={window}: pixels skipped")
+    passes = (math.ceil((height - window) / stride) + 1) * (
+        math.ceil((width - window) / stride) + 1
+    ) + 1
+    if passes > MAX_OCCLUSION_PASSES:
+        raise ExplainBudgetExceeded(
+            f"occlusion with window={window}, stride={stride} on a {height}x{width} input "
+            f"needs {passes} forward passes; the limit is {MAX_OCCLUSION_PASSES}: "
+            "use a larger window or stride"
+        )
+    return window, stride, passes
+
+
+def check_budget(request: ExplainRequest, input_shape: Sequence[int]) -> None:
+    """Refuse, before any work, a request too costly for a [C, H, W] input."""
+    if request.method == "occlusion":
+        occlusion_geometry(input_shape[-2], input_shape[-1], request.window, request.stride)
+
+
+def resolve_target(
+    text: str | None, labels: Sequence[str], probabilities: NDArray[np.floating] | Sequence[float]
+) -> int:
+    """None or "top1": the predicted class; else a label, or a class index as digits.
+
+    A label wins over an index (labels "1", "2": "1" is class 0).
+    """
+    if text is None or text.strip() in ("", "top1"):
+        return int(np.argmax(np.asarray(probabilities)))
+    text = text.strip()
+    if text in labels:
+        return list(labels).index(text)
+    if text.isdigit() and int(text) < len(labels):
+        return int(text)
+    shown = ", ".join(repr(label) for label in labels[:_MAX_LABELS_SHOWN])
+    more = f", ... ({len(labels)} labels in all)" if len(labels) > _MAX_LABELS_SHOWN else ""
+    raise UnknownTarget(
+        f"target {text!r} is neither a label nor a class index 0-{len(labels) - 1}; "
+        f"labels: {shown}{more}"
+    )
+
+
+def baseline_input(x: torch.Tensor, kind: Baseline, preprocess: Preprocessor) -> torch.Tensor:
+    """The reference input of IG and occlusion, shaped like `x` (see the module docstring)."""
+    if kind == "black":
+        zeros = torch.zeros(x.shape, dtype=torch.uint8)
+        return preprocess.normalize(zeros).to(device=x.device, dtype=x.dtype)
+    short = min(x.shape[-2:])
+    sigma = short / 8
+    size = min(2 * math.ceil(3 * sigma) + 1, short - (1 - short % 2))  # odd, within the image
+    blurred: torch.Tensor = tvf.gaussian_blur(
+        x.detach(), kernel_size=[size, size], sigma=[sigma, sigma]
+    )
+    return blurred
+
+
+def _cam(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> torch.Tensor:
+    assert request.layer is not None  # checked by ExplainRequest
+    activation, gradient = activation_and_gradient(
+        module, x, request.layer, request.layer_call, request.target
+    )
+    combine = grad_cam_plus if request.method == "gradcam_plus" else grad_cam
+    cam = combine(activation, gradient)
+    upsampled: torch.Tensor = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
+    return upsampled[0, 0]
+
+
+def _saliency(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> torch.Tensor:
+    grads: torch.Tensor = Saliency(module).attribute(x, target=request.target, abs=True)
+    return grads[0].sum(dim=0)  # abs-sum over channels
+
+
+def _integrated_gradients(
+    module: nn.Module, x: torch.Tensor, request: ExplainRequest, baseline: torch.Tensor
+) -> torch.Tensor:
+    attributions: torch.Tensor = IntegratedGradients(module).attribute(
+        x,
+        baselines=baseline,
+        target=request.target,
+        n_steps=request.steps,
+        internal_batch_size=min(request.steps, _IG_BATCH),
+    )
+    return attributions[0].sum(dim=0)
+
+
+def _occlusion(
+    module: nn.Module, x: torch.Tensor, request: ExplainRequest, baseline: torch.Tensor
+) -> torch.Tensor:
+    channels, height, width = x.shape[1:]
+    window, stride, _ = occlusion_geometry(height, width, request.window, request.stride)
+    with torch.no_grad():  # forward passes only
+        attributions: torch.Tensor = Occlusion(module).attribute(
+            x.detach(),
+            sliding_window_shapes=(channels, window, window),
+            strides=(channels, stride, stride),
+            baselines=baseline,
+            target=request.target,
+            perturbations_per_eval=_OCCLUSION_BATCH,
+        )
+    return attributions[0].sum(dim=0)
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then every submodule's own training flag back."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in flags:
+            submodule.training = training
+
+
+def _probabilities(module: nn.Module, x: torch.Tensor) -> NDArray[np.float32]:
+    with torch.no_grad():
+        logits = module(x.detach()).float()
+    probabilities: NDArray[np.float32] = torch.softmax(logits, dim=1)[0].cpu().numpy()
+    return probabilities
+
+
+def _attribute(
+    module: nn.Module, x: torch.Tensor, request: ExplainRequest, preprocess: Preprocessor
+) -> torch.Tensor:
+    if request.method in CAM_METHODS:
+        return _cam(module, x, request)
+    if request.method == "saliency":
+        return _saliency(module, x, request)
+    baseline = baseline_input(x, request.baseline, preprocess)
+    if request.method == "occlusion":
+        return _occlusion(module, x, request, baseline)
+    return _integrated_gradients(module, x, request, baseline)
+
+
+def explain(
+    module: nn.Module, x: torch.Tensor, request: ExplainRequest, *, preprocess: Preprocessor
+) -> Explanation:
+    """The attribution map of `request.target` for one preprocessed input x [1, C, H, W].
+
+    `preprocess` is the model's (it defines the black baseline). See the module
+    docstring for the methods, the threading rule and what is left untouched.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("explain needs gradients: call it outside torch.inference_mode")
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"explain takes one image [1, C, H, W], got {list(x.shape)}")
+    check_budget(request, tuple(x.shape[1:]))
+    with _eval_mode(module), torch.enable_grad():
+        probabilities = _probabilities(module, x)
+        if request.target >= len(probabilities):
+            raise InvalidParameter(
+                f"target {request.target} is not a class index 0-{len(probabilities) - 1}"
+            )
+        # A fresh leaf that requires grad: Captum would otherwise set it on the caller's
+        # tensor (and warn); an inference tensor from the preprocessing thread becomes normal.
+        inputs = x.detach().clone().float().requires_grad_(True)
+        attribution = _attribute(module, inputs, request, preprocess)
+    values = attribution.detach().float().cpu().numpy().astype(np.float32)
+    return Explanation(request.method, request.target, values, probabilities)
