@@ -28,22 +28,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from models.activation_profile import CONFIDENCE_EDGES, ActivationProfile, LayerProfile
 from models.layers import FeatureLayer, capturing
 
 PSI_BINS = 10
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
 _PSI_FLOOR = 1e-4
-# Inner edges of the top-1 confidence buckets: <0.5, [0.5, 0.6), ..., [0.95, 0.99), >=0.99.
-CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 # Layer types whose outputs are monitored by default: after them a zero is a switched-off unit.
 ACTIVATION_TYPES = frozenset(
     {"ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Hardswish", "Mish"}
@@ -79,7 +77,7 @@ def psi(expected: Floats, actual: Floats) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _fractions(counts: NDArray[np.int64]) -> NDArray[np.float64]:
+def fractions(counts: NDArray[np.int64]) -> NDArray[np.float64]:
     total = counts.sum()
     if total == 0:
         return np.zeros(len(counts))
@@ -167,33 +165,6 @@ class PredictionStats:
         self.classes += np.bincount(probabilities.argmax(axis=1), minlength=len(self.classes))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LayerProfile(_Strict):
-    """One layer over the reference images: summary figures and the PSI reference bins."""
-
-    mean: float
-    std: float
-    zero_fraction: float = Field(ge=0, le=1)
-    never_fired_fraction: float = Field(ge=0, le=1)
-    bin_edges: tuple[float, ...] = Field(description="inner edges; bins are (e[i-1], e[i]]")
-    bin_fractions: tuple[float, ...] = Field(description="reference fraction in each bin")
-
-
-class ActivationProfile(_Strict):
-    """The reference a served model's activations are compared with (stored in its card)."""
-
-    statistic: Literal["psi"] = "psi"
-    images: int = Field(gt=0, description="how many images the profile was computed over")
-    data: str | None = Field(default=None, description="which images")
-    layers: dict[str, LayerProfile]
-    confidence_edges: tuple[float, ...] = CONFIDENCE_EDGES
-    confidence_fractions: tuple[float, ...]
-    class_fractions: tuple[float, ...]
-
-
 def default_profile_layers(layers: Sequence[FeatureLayer]) -> list[FeatureLayer]:
     """The activation layers (ReLU and kin); without any, the convolutions."""
     chosen = [layer for layer in layers if layer.type in ACTIVATION_TYPES]
@@ -215,7 +186,7 @@ def _layer_profile(stats: LayerStats, means: NDArray[np.float64]) -> LayerProfil
         zero_fraction=_rounded([stats.zero_fraction])[0],
         never_fired_fraction=_rounded([stats.never_fired_fraction])[0],
         bin_edges=edges,
-        bin_fractions=_rounded(_fractions(bin_counts(means, edges))),
+        bin_fractions=_rounded(fractions(bin_counts(means, edges))),
     )
 
 
@@ -247,43 +218,77 @@ def profile_images(
         images=count,
         data=data,
         layers={n: _layer_profile(stats[n], np.concatenate(means[n])) for n in stats},
-        confidence_fractions=_rounded(_fractions(predictions.confidence)),
-        class_fractions=_rounded(_fractions(predictions.classes)),
+        confidence_fractions=_rounded(fractions(predictions.confidence)),
+        class_fractions=_rounded(fractions(predictions.classes)),
     )
 
 
 class ActivationWindow:
-    """Statistics of the images served in one window, and their drift from a profile."""
+    """Statistics of the images served in one window, and their drift from a profile if any."""
 
-    def __init__(self, profile: ActivationProfile) -> None:
+    def __init__(
+        self, layers: Iterable[str], classes: int, profile: ActivationProfile | None = None
+    ) -> None:
         self.profile = profile
-        self.layers = {n: LayerStats(p.bin_edges) for n, p in profile.layers.items()}
-        self.predictions = PredictionStats(len(profile.class_fractions))
+        edges = {n: p.bin_edges for n, p in profile.layers.items()} if profile else {}
+        self.layers = {name: LayerStats(edges.get(name)) for name in layers}
+        self.predictions = PredictionStats(classes)
+
+    @classmethod
+    def for_profile(cls, profile: ActivationProfile) -> ActivationWindow:
+        return cls(profile.layers, len(profile.class_fractions), profile)
+
+    @property
+    def images(self) -> int:
+        return int(self.predictions.classes.sum())
 
     def update(
         self, features: Mapping[str, NDArray[np.floating]], probabilities: NDArray[np.floating]
     ) -> None:
-        """Add one batch: maps [N, C, H, W] of the profiled layers, probabilities [N, classes]."""
+        """Add one batch: maps [N, C, H, W] of the watched layers, probabilities [N, classes]."""
         for name, maps in features.items():
             if name in self.layers:
                 self.layers[name].update(maps)
         self.predictions.update(probabilities)
 
     def layer_psi(self) -> dict[str, float]:
-        """PSI of each layer seen in this window against the profile."""
+        """PSI of each profiled layer seen in this window against the profile."""
+        if self.profile is None:
+            return {}
         return {
-            name: psi(self.profile.layers[name].bin_fractions, _fractions(stats.counts))
+            name: psi(self.profile.layers[name].bin_fractions, fractions(stats.counts))
             for name, stats in self.layers.items()
             if stats.counts is not None and stats.images
         }
 
     def prediction_psi(self) -> dict[str, float]:
         """PSI of the top-1 confidence buckets and of the predicted classes."""
-        if not self.predictions.classes.sum():
+        if self.profile is None or not self.images:
             return {}
         return {
             "confidence": psi(
-                self.profile.confidence_fractions, _fractions(self.predictions.confidence)
+                self.profile.confidence_fractions, fractions(self.predictions.confidence)
             ),
-            "classes": psi(self.profile.class_fractions, _fractions(self.predictions.classes)),
+            "classes": psi(self.profile.class_fractions, fractions(self.predictions.classes)),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The window as JSON: per-layer figures with their drift, and the predictions."""
+        drift = self.layer_psi()
+        return {
+            "images": self.images,
+            "layers": {
+                name: {
+                    "mean": stats.moments.mean,
+                    "std": stats.moments.std,
+                    "zero_fraction": stats.zero_fraction,
+                    "never_fired_fraction": stats.never_fired_fraction,
+                    "drift_psi": drift.get(name),
+                }
+                for name, stats in self.layers.items()
+            },
+            "confidence_edges": list(CONFIDENCE_EDGES),
+            "confidence_counts": self.predictions.confidence.tolist(),
+            "class_counts": self.predictions.classes.tolist(),
+            "prediction_drift_psi": self.prediction_psi(),
         }

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from models.activation_stats import ActivationProfile
+from models.activation_profile import ActivationProfile
 from models.errors import CardError
 from models.validation import summarize_errors
 

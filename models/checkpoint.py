@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.activation_stats import ActivationProfile
+from models.activation_profile import ActivationProfile
 from models.architectures import build_model
 from models.card import (
     CARD_FORMAT,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from models.activation_stats import ActivationProfile
+from models.activation_profile import ActivationProfile
 from models.architectures import ARCHITECTURES, build_model
 from models.card import InputSpec
 from models.checkpoint import load, save_checkpoint

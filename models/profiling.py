@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from models.activation_stats import ActivationProfile, default_profile_layers, profile_images
+from models.activation_profile import ActivationProfile
+from models.activation_stats import default_profile_layers, profile_images
 from models.card import CARD_FORMAT, ModelCard
 from models.layers import feature_layers
 from models.preprocess import Preprocessor

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from models.activation_stats import ActivationProfile
+from models.activation_profile import ActivationProfile
 from models.architectures import ARCHITECTURES, build_model
 from models.card import InputSpec, Metrics, Training
 from models.checkpoint import load, save_checkpoint

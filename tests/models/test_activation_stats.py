@@ -142,7 +142,7 @@ def window(
     batch = torch.stack([mnist.preprocess(image) for image in images])
     with torch.inference_mode(), capturing(mnist.module, layers, maps):
         probabilities = torch.softmax(mnist.module(batch), dim=1).numpy()
-    result = ActivationWindow(profile)
+    result = ActivationWindow.for_profile(profile)
     for start in range(0, len(images), 250):  # as batches arrive
         rows = slice(start, start + 250)
         result.update({n: m[rows].numpy() for n, m in maps.items()}, probabilities[rows])

@@ -12,7 +12,7 @@ import torch
 
 import models
 from models import CardError, InputSpec, build_model, save_checkpoint
-from models.activation_stats import ActivationProfile
+from models.activation_profile import ActivationProfile
 from models.checkpoint import sha256_file
 from models.pack import main as pack
 from models.train import main as train_main
