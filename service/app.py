@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import classify, feature_maps, health, model_info, ui, v2
+from service.api import classify, explain, feature_maps, health, model_info, ui, v2
 from service.api.metrics import add_metrics_route
 from service.arrivals import Arrivals
 from service.lifecycle import Lifecycle
@@ -47,6 +47,8 @@ async def _drain(state: AppState) -> None:
     state.registry.draining = True
     grace = state.settings.shutdown_grace_s
     for served in state.registry.models.values():
+        if served.lane is not None:
+            served.lane.stop()
         finished = await asyncio.to_thread(served.batcher.stop, grace)
         if not finished:
             log.warning(
@@ -115,7 +117,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
         lifespan=_lifespan(settings, metrics, arrivals, lifecycle or Lifecycle()),
     )
     install_problem_handlers(app)
-    for router in (health, model_info, classify, feature_maps, v2):
+    for router in (health, model_info, classify, feature_maps, explain, v2):
         app.include_router(router.router)
     if settings.ui:
         app.include_router(ui.router)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,16 @@ class BatchObserver(Protocol):
     ) -> None: ...
 
     def batch_failed(self, *, kind: str) -> None: ...
+
+
+class BatchSampler(Protocol):
+    """Takes a look at some batches' maps (service.monitoring.ActivationMonitor)."""
+
+    def layers_for_next_batch(self) -> frozenset[str]: ...
+
+    def observe(
+        self, features: Mapping[str, NDArray[np.float32]], probabilities: NDArray[np.float32]
+    ) -> None: ...
 
 
 class NoObserver:
@@ -112,12 +122,21 @@ def _is_oom(exc: BaseException) -> bool:
 class BatchRun:
     """One batch taken off the queue, run on one runner."""
 
-    def __init__(self, runner: BatchRunner, observer: BatchObserver, model: str) -> None:
+    def __init__(
+        self,
+        runner: BatchRunner,
+        observer: BatchObserver,
+        model: str,
+        sampled: frozenset[str] = frozenset(),
+    ) -> None:
+        """`sampled`: layers to capture for a BatchSampler, whatever the requests asked for."""
         self._runner = runner
         self._observer = observer
         self._model = model
+        self._sampled = sampled
         self._started = time.monotonic()
         self.outcomes: list[Outcome] = []
+        self.samples: list[tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]] = []
 
     def run(self, items: Sequence[WorkItem]) -> list[Outcome]:
         live: list[WorkItem] = []
@@ -134,7 +153,7 @@ class BatchRun:
         return self.outcomes
 
     def _run_or_split(self, items: Sequence[WorkItem]) -> None:
-        capture = frozenset().union(*(item.capture for item in items))
+        capture = self._sampled.union(*(item.capture for item in items))
         try:
             output = self._runner.run([item.pixels for item in items], capture)
         except Exception as exc:
@@ -147,6 +166,9 @@ class BatchRun:
                 self.outcomes.append((items[0], self._failure(exc, items[0])))
             return
         self.outcomes.extend(self._results(items, output))
+        if self._sampled:
+            features = {name: output.features[name] for name in self._sampled}
+            self.samples.append((features, output.probabilities))
 
     def _results(self, items: Sequence[WorkItem], output: EngineOutput) -> list[Outcome]:
         size = sum(item.size for item in items)

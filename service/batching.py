@@ -29,6 +29,7 @@ from service.batch_run import (
     BatchObserver,
     BatchRun,
     BatchRunner,
+    BatchSampler,
     ItemResult,
     NoObserver,
     Outcome,
@@ -73,6 +74,7 @@ class Batcher:
         max_queue_images: int,
         observer: BatchObserver | None = None,
         arrivals: Arrivals | None = None,
+        sampler: BatchSampler | None = None,
     ) -> None:
         if not runners:
             raise ValueError("a batcher needs at least one runner")
@@ -82,6 +84,7 @@ class Batcher:
         self.max_queue_images = max_queue_images
         self._runners = list(runners)
         self._observer: BatchObserver = observer or NoObserver()
+        self._sampler = sampler
         self._queue: deque[WorkItem] = deque()
         self._queued_images = 0
         self._busy_workers = 0
@@ -196,7 +199,7 @@ class Batcher:
     def _work(self, runner: BatchRunner) -> None:
         while (items := self._next_batch()) is not None:
             try:
-                _deliver(BatchRun(runner, self._observer, self.name).run(items))
+                self._run(runner, items)
             # BaseException on purpose: a SystemExit (or another non-Exception) raised by model
             # code would end this thread silently, and every later request would hang.
             except BaseException:
@@ -209,6 +212,14 @@ class Batcher:
                     self._busy_workers -= 1
                     if not self._busy_workers and not self._queue:
                         self._cond.notify_all()  # wakes work that yields to classification
+
+    def _run(self, runner: BatchRunner, items: list[WorkItem]) -> None:
+        sampled = self._sampler.layers_for_next_batch() if self._sampler else frozenset()
+        run = BatchRun(runner, self._observer, self.name, sampled)
+        _deliver(run.run(items))
+        if self._sampler is not None:  # after the answers are on their way: nobody waits
+            for features, probabilities in run.samples:
+                self._sampler.observe(features, probabilities)
 
     def _next_batch(self) -> list[WorkItem] | None:
         with self._cond:

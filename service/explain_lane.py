@@ -70,7 +70,7 @@ class ExplainLane:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, job: Callable[[nn.Module], T], *, deadline: float) -> T:
+    async def run(self, job: Callable[[Yielding], T], *, deadline: float) -> T:
         """Run `job(module)` on the lane; `module` yields to classification before each pass."""
         with self._lock:
             if self._pending >= self.max_queue:
@@ -100,9 +100,7 @@ class ExplainLane:
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _work(
-        self, job: Callable[[nn.Module], T], deadline: float, abandoned: threading.Event
-    ) -> T:
+    def _work(self, job: Callable[[Yielding], T], deadline: float, abandoned: threading.Event) -> T:
         def turn() -> None:
             while not self._classification.wait_idle(0.05):
                 if abandoned.is_set() or time.monotonic() >= deadline:

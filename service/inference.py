@@ -30,13 +30,21 @@ async def run_images(
     max_images: int | None = None,
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
-    limit = call.settings.max_images_per_request
     with call.served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
-        images = await read_images(request, max_images=min(limit, max_images or limit))
-        started = time.perf_counter()
-        prepared = await call.state.pipeline.prepare(call.served.loaded.preprocess, images)
-        call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
-        return await submit_pixels(call, prepared.pixels, capture=capture, arrival=arrival)
+        pixels = await prepare_images(request, call, max_images=max_images)
+        return await submit_pixels(call, pixels, capture=capture, arrival=arrival)
+
+
+async def prepare_images(
+    request: Request, call: ModelCall, *, max_images: int | None = None
+) -> torch.Tensor:
+    """The request's images as the model's uint8 [N,C,H,W] pixels (decoded, resized)."""
+    limit = call.settings.max_images_per_request
+    images = await read_images(request, max_images=min(limit, max_images or limit))
+    started = time.perf_counter()
+    prepared = await call.state.pipeline.prepare(call.served.loaded.preprocess, images)
+    call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
+    return prepared.pixels
 
 
 async def submit_pixels(

@@ -33,6 +33,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from service.activation_metrics import ActivationCollector
 from service.batching import warm_up_sizes
 from service.registry import ServedModel
 
@@ -127,6 +128,8 @@ class Metrics:
         self._preprocess_children: dict[str, Histogram] = {}
         self._request_families(registry)
         self._model_families(registry, max_batch_size)
+        self._activations = ActivationCollector()
+        registry.register(self._activations)
 
     def _request_families(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -221,6 +224,7 @@ class Metrics:
             self.rejected.labels(name, reason)
         self.preprocess_seconds.labels(name)
         self.inference_seconds.labels(name, str(plan.device))
+        self._activations.watch(name, served.monitor)
         if plan.device.type == "cuda":
             self._watch_gpu(plan.device)
 

@@ -10,6 +10,8 @@ from models.layers import FeatureLayer
 from service.batching import Batcher
 from service.devices import DevicePlan
 from service.errors import UnknownModel
+from service.explain_lane import ExplainLane
+from service.monitoring import ActivationMonitor
 
 
 @dataclass
@@ -19,6 +21,8 @@ class ServedModel:
     plan: DevicePlan
     batcher: Batcher
     layers: tuple[FeatureLayer, ...] = ()  # feature-map layers in forward order, found at load
+    lane: ExplainLane | None = None  # explanations: their own thread and queue
+    monitor: ActivationMonitor | None = None  # sampled activation statistics
 
     @property
     def card(self) -> ModelCard:

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS (comma-separated); empty: off"
     )
     temp_dir: Path | None = Field(None, description="the only place the service may write")
+    explain_queue_size: int = Field(
+        4, ge=1, le=1024, description="explanations waiting per model, at most; beyond: 503"
+    )
+    activation_sample_rate: float = Field(
+        0.02, ge=0, le=1, description="fraction of batches whose activations are monitored; 0: off"
+    )
+    activation_window_images: int = Field(
+        1000, ge=1, description="images per activation-monitoring window"
+    )
 
     @field_validator("models", mode="before")
     @classmethod
