@@ -56,7 +56,7 @@ class ActivationCollector(Collector):
         classes = GaugeMetricFamily(
             "cnn_predicted_class_ratio",
             "fraction of the window's images by class",
-            ["model", "class"],
+            labels=["model", "class"],
         )
         for model, monitor in self._monitors.items():
             summary = monitor.reading().summary()
