@@ -69,12 +69,10 @@ async def explain(
         return await _png(call, explained, prediction, view, alpha, scale)
     if fmt == "npz":
         return _npz(call, explained, prediction)
-    return json_response(_describe(call, explained, prediction, values=True))
+    return json_response(_describe(call, explained, prediction))
 
 
-def _describe(
-    call: ModelCall, explained: Explained, prediction: dict[str, Any], *, values: bool
-) -> dict[str, Any]:
+def _describe(call: ModelCall, explained: Explained, prediction: dict[str, Any]) -> dict[str, Any]:
     result = explained.explanation
     body: dict[str, Any] = {
         "model": call.served.name,
@@ -85,18 +83,16 @@ def _describe(
         "shape": list(result.attribution.shape),
         "min": result.minimum,
         "max": result.maximum,
+        "attribution": result.attribution,
     }
-    if values:
-        body["attribution"] = result.attribution
     return body
 
 
-def _headers(call: ModelCall, explained: Explained, prediction: dict[str, Any]) -> dict[str, str]:
-    target = explained.explanation.target
+def _headers(explained: Explained, prediction: dict[str, Any]) -> dict[str, str]:
     return {
         **prediction_headers(prediction, "float32"),
         "X-Explanation-Method": explained.explanation.method,
-        "X-Explanation-Target": str(target),
+        "X-Explanation-Target": str(explained.explanation.target),
     }
 
 
@@ -104,7 +100,7 @@ def _npz(call: ModelCall, explained: Explained, prediction: dict[str, Any]) -> R
     buffer = io.BytesIO()
     result = explained.explanation
     np.savez(buffer, attribution=result.attribution, probabilities=result.probabilities)
-    headers = _headers(call, explained, prediction)
+    headers = _headers(explained, prediction)
     return Response(buffer.getvalue(), media_type="application/x-npz", headers=headers)
 
 
@@ -124,7 +120,7 @@ async def _png(
         png = await run_in_threadpool(
             overlay_png, result.attribution, pixels, alpha=alpha, scale=scale
         )
-    return Response(png, media_type="image/png", headers=_headers(call, explained, prediction))
+    return Response(png, media_type="image/png", headers=_headers(explained, prediction))
 
 
 @router.get(

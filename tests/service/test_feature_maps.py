@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,13 @@ from torch import nn
 
 import models
 from models.layers import feature_layers
-from models.pack import main as cnn_pack
 from service.app import create_app
 from service.batching import Batcher
 from service.devices import plan_for
 from service.engine import Engine
 from service.features import MAX_RESPONSE_BYTES, NpzStream
 from service.rendering import VIRIDIS, default_kernel_scale, minmax_levels, parse_channels
-from service.settings import ModelSpec, Settings
+from service.settings import Settings
 from tests.conftest import AppClientFactory
 from tests.helpers import Digits, png_bytes
 
@@ -290,23 +288,6 @@ async def test_npz_streams_layer_by_layer(digits: Digits) -> None:
     parts = [m["body"] for m in messages if m["type"] == "http.response.body" and m["body"]]
     assert len(parts) >= 3  # one per layer at least, never one joined body
     assert sorted(np.load(io.BytesIO(b"".join(parts))).files) == ["conv1", "conv2", "conv3"]
-
-
-@pytest.fixture(scope="module")
-def resnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("resnet18")
-    args = ["--arch", "resnet18", "--random-init", "--num-classes", "10", "--input", "3x224x224"]
-    assert cnn_pack([*args, "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture
-async def resnet_client(
-    app_client: AppClientFactory, resnet_dir: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    spec = ModelSpec(name="resnet18", path=resnet_dir)
-    async with app_client(models=[spec], max_batch_size=2, precision="fp32") as client:
-        yield client
 
 
 def _photo() -> bytes:
