@@ -51,8 +51,9 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 def _settings_error(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        parts.append(f"CNN_{field.upper()}: {error['msg']}")
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's, for a ValueError
+        parts.append(f"CNN_{field.upper()}: {message}")
     return "invalid settings: " + "; ".join(parts)
 
 
@@ -62,8 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"cnn-serve: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    from service.server import serve  # after settings: importing torch takes a moment
+    # After settings: importing torch takes a moment.
+    from service.preflight import SettingError, preflight
+    from service.server import serve
 
+    try:
+        preflight(settings)
+    except SettingError as exc:
+        print(f"cnn-serve: {exc}", file=sys.stderr)
+        return 2
     return serve(settings)
 
 
