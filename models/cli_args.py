@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.card import InputSpec
+from models.card import InputSpec, label_problem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,9 +54,19 @@ def input_spec_from_args(args: argparse.Namespace) -> InputSpec:
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
-    labels = tuple(
-        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    )
+    """One label per line. Only LF (or CRLF) ends a line: any other line break or control
+    character inside a line is refused, not silently split into more labels."""
+    # Bytes, not read_text: its universal newlines would turn a lone CR into a line break.
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    labels: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        label = line.strip()
+        if not label:
+            continue
+        problem = label_problem(label)
+        if problem is not None:
+            raise SystemExit(f"error: {path}, line {number}: {problem}")
+        labels.append(label)
     if not labels:
         raise SystemExit(f"error: {path} holds no labels (one per line)")
-    return labels
+    return tuple(labels)

@@ -54,12 +54,18 @@ def broken_checkpoints(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, s
     card["labels"] = ["cat", "dog", "bird"]  # the weights have ten outputs
     mismatched.write_text(json.dumps(card))
 
+    crlf = shipped_copy(tmp_path / "crlf")
+    card = json.loads(crlf.read_text())
+    card["labels"][3] = "3\r\nSet-Cookie: x"  # would end a header line early
+    crlf.write_text(json.dumps(card))
+
     absent = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
     return {
         "missing weights file": ([f"--model=m={missing}"], {}, "weights file not found"),
         "corrupt weights": ([f"--model=m={corrupt}"], {}, "cannot read weights"),
         "sha256 mismatch": ([f"--model=m={tampered}"], {}, "sha256 mismatch"),
         "card does not match the weights": ([f"--model=m={mismatched}"], {}, "do not match"),
+        "label with a CR LF": ([f"--model=m={crlf}"], {}, "control character U+000D"),
         "CUDA requested but absent": ([], {"CNN_DEVICE": absent}, absent),
         "invalid setting": ([], {"CNN_MAX_BATCH_SIZE": "0"}, "CNN_MAX_BATCH_SIZE"),
     }
