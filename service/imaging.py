@@ -11,7 +11,9 @@ and each one a request can reach is attack surface (EPS even runs Ghostscript).
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -60,9 +62,16 @@ def _signature_format(data: bytes) -> str | None:
     prefix = data[:16]  # what Pillow itself hands its checks
     Image.init()
     for name, (_, accept) in Image.OPEN.items():
-        if name not in FORMATS and accept is not None and accept(prefix):
+        if name not in FORMATS and accept is not None and _accepts(accept, prefix):
             return name
     return None
+
+
+def _accepts(accept: Callable[[bytes], object], prefix: bytes) -> bool:
+    try:
+        return bool(accept(prefix))
+    except (struct.error, IndexError, TypeError, ValueError, SyntaxError):
+        return False  # a check that reads past a short body: Pillow's open catches the same
 
 
 def _refuse_unsupported(data: bytes, where: str) -> None:

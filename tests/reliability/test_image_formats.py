@@ -93,3 +93,18 @@ def test_the_eps_body_is_what_pillow_would_hand_ghostscript() -> None:
     """Guard on the fixture: unrestricted, Pillow takes this body for an EPS image."""
     with Image.open(io.BytesIO(EPS)) as image:
         assert (image.format, image.size) == ("EPS", (28, 28))
+
+
+async def test_bodies_shorter_than_a_signature_check_reads_are_4xx_not_5xx(
+    app_client: AppClientFactory,
+) -> None:
+    # Some of Pillow's checks index past a 1- or 2-byte body; SGI's magic is 2 bytes long.
+    expected = {b"\x00": "invalid_image", b"P": "invalid_image", b"BM": "invalid_image",
+                b"\x01\xda": "unsupported_image_format"}  # fmt: skip
+    async with app_client() as client:
+        for body, code in expected.items():
+            response = await client.post(
+                "/v1/classify", content=body, headers={"content-type": "image/png"}
+            )
+            assert response.json()["code"] == code, f"{body!r}: {response.text}"
+            assert response.status_code == (415 if code == "unsupported_image_format" else 400)
