@@ -13,12 +13,14 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import classify, feature_maps, health, model_info, ui, v2
+from service.api.docs import docs_router
 from service.api.metrics import add_metrics_route
 from service.batching import Arrivals
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
 from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability, RouteTemplates
+from service.openapi import install_openapi
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
@@ -93,8 +95,12 @@ def create_app(settings: Settings) -> FastAPI:
         description="Serves PyTorch CNN image classifiers: dynamic batching on CPU or GPU, "
         "top-k classification, and feature maps of every convolution layer.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package instead of a CDN: service/api/docs.py
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_openapi(app, key_required=settings.api_key is not None)
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     app.include_router(health.router)
     app.include_router(model_info.router)
     app.include_router(classify.router)
