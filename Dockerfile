@@ -4,13 +4,15 @@
 #   docker build --build-arg VARIANT=cuda -t cnn-serve:0.1.0-cuda .    (PyPI's CUDA build)
 #   docker run --rm -p 8000:8000 cnn-serve:0.1.0-cpu
 #   docker run --rm --gpus all -p 8000:8000 cnn-serve:0.1.0-cuda
+# Podman or buildah: add --format docker, or the OCI image drops the HEALTHCHECK.
 # tests/deploy/test_image_install.py runs this file's build commands in a fresh venv.
 ARG VARIANT=cpu
+# PyTorch's own index holds the CPU-only wheels (torch==X matches X+cpu, which pip prefers);
+# the cuda variant takes PyPI's build. A build argument: the runtime image never carries it.
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 # ---- base images: everything below is shared by both variants ----
 FROM python:3.11-slim-bookworm AS base-cpu
-# PyTorch's own index holds the CPU-only wheels (torch==X matches X+cpu, which pip prefers).
-ENV TORCH_EXTRA_INDEX=https://download.pytorch.org/whl/cpu
 
 # The CUDA base brings the driver-compatibility checks (NVIDIA_REQUIRE_CUDA) and the
 # NVIDIA_* variables the container toolkit reads; the CUDA libraries come with the torch wheels.
@@ -21,12 +23,13 @@ FROM nvidia/cuda:13.0.2-base-ubuntu24.04 AS base-cuda
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
-ENV TORCH_EXTRA_INDEX=
 
 # ---- build: a venv with the pinned dependencies, then the package itself ----
 # base-${VARIANT} names a stage above, not an image to tag.
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS build
+ARG VARIANT
+ARG TORCH_CPU_INDEX
 ENV VIRTUAL_ENV=/opt/venv \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -38,8 +41,12 @@ COPY pyproject.toml constraints.txt ./
 # torch (with torchvision) first and alone, so that only it is looked up on the extra index;
 # then the project's other dependencies, all pinned by constraints.txt.
 RUN python3 -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('torch.txt', 'w').write('\n'.join(d for d in deps if d.split('=')[0] in ('torch', 'torchvision'))); open('requirements.txt', 'w').write('\n'.join(deps))" \
- && pip install -c constraints.txt ${TORCH_EXTRA_INDEX:+--extra-index-url "$TORCH_EXTRA_INDEX"} -r torch.txt \
+ && index="" && if [ "$VARIANT" = cpu ]; then index="$TORCH_CPU_INDEX"; fi \
+ && pip install -c constraints.txt ${index:+--extra-index-url "$index"} -r torch.txt \
  && pip install -c constraints.txt -r requirements.txt
+# pip falls back to PyPI without a word when the CPU index cannot be reached, and PyPI's torch
+# is the CUDA build (6 GB more): the CPU image fails here instead.
+RUN if [ "$VARIANT" = cpu ]; then python3 -c "import sys, torch; sys.exit(torch.version.cuda and f'VARIANT=cpu got torch {torch.__version__}, a CUDA build: pip could not reach {sys.argv[1]} and took PyPI instead. Retry, or pass --build-arg TORCH_CPU_INDEX=<a mirror of it>.')" "$TORCH_CPU_INDEX"; fi
 # The code, with the shipped model (models/weights) as package data.
 COPY README.md ./
 COPY models ./models

@@ -9,11 +9,19 @@ from the card's input spec, so serving sees images exactly as training did.
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.activation_profile import ActivationProfile
 from models.errors import CardError
@@ -25,6 +33,21 @@ CARD_SUFFIX = ".json"
 CARD_FORMAT = 2
 WeightsFormat = Literal["state_dict", "torchscript", "export"]
 ResizePolicy = Literal["resize", "resize_center_crop"]
+
+
+# Control characters and line breaks: a label travels in HTTP headers and log lines, where a
+# CR or LF ends the line early (the server then drops the connection rather than answer).
+_UNPRINTABLE = {"Cc", "Zl", "Zp"}
+
+
+def label_problem(label: str) -> str | None:
+    """Why `label` cannot be a class label, or None when it can."""
+    if not label.strip():
+        return "a label is empty"
+    for char in label:
+        if unicodedata.category(char) in _UNPRINTABLE:
+            return f"label {label!r} contains the control character U+{ord(char):04X}"
+    return None
 
 
 class _Strict(BaseModel):
@@ -107,6 +130,15 @@ class ModelCard(_Strict):
         default=None,
         description="activation statistics over reference images, for drift monitoring (format 2)",
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _printable_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for label in value:
+            problem = label_problem(label)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @property
     def num_classes(self) -> int:

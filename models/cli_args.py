@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.card import InputSpec
+from models.card import InputSpec, label_problem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,8 +29,11 @@ def _shape(text: str) -> tuple[int, int, int]:
 def add_input_spec_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input spec (written to the model card)")
     group.add_argument("--input", type=_shape, default=(3, 224, 224), help="CxHxW, e.g. 3x224x224")
-    group.add_argument("--mean", type=_floats, help="per-channel mean (default: ImageNet's)")
-    group.add_argument("--std", type=_floats, help="per-channel std (default: ImageNet's)")
+    # One value per channel, as separate words or comma-separated: 0.5 0.4 0.3 or 0.5,0.4,0.3.
+    for flag, what in (("--mean", "mean"), ("--std", "std")):
+        group.add_argument(
+            flag, type=_floats, nargs="+", help=f"per-channel {what} (default: ImageNet's)"
+        )
     group.add_argument(
         "--resize-size",
         type=int,
@@ -38,10 +41,14 @@ def add_input_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _joined(groups: list[tuple[float, ...]] | None) -> tuple[float, ...]:
+    return tuple(value for group in groups or [] for value in group)
+
+
 def input_spec_from_args(args: argparse.Namespace) -> InputSpec:
     channels, height, width = args.input
-    mean = args.mean or (IMAGENET_MEAN if channels == 3 else (0.5,))
-    std = args.std or (IMAGENET_STD if channels == 3 else (0.5,))
+    mean = _joined(args.mean) or (IMAGENET_MEAN if channels == 3 else (0.5,))
+    std = _joined(args.std) or (IMAGENET_STD if channels == 3 else (0.5,))
     return InputSpec(
         channels=channels,
         height=height,
@@ -54,9 +61,19 @@ def input_spec_from_args(args: argparse.Namespace) -> InputSpec:
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
-    labels = tuple(
-        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    )
+    """One label per line. Only LF (or CRLF) ends a line: any other line break or control
+    character inside a line is refused, not silently split into more labels."""
+    # Bytes, not read_text: its universal newlines would turn a lone CR into a line break.
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    labels: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        label = line.strip()
+        if not label:
+            continue
+        problem = label_problem(label)
+        if problem is not None:
+            raise SystemExit(f"error: {path}, line {number}: {problem}")
+        labels.append(label)
     if not labels:
         raise SystemExit(f"error: {path} holds no labels (one per line)")
-    return labels
+    return tuple(labels)

@@ -24,10 +24,11 @@ from torchvision.transforms import v2
 
 from models.activation_profile import ActivationProfile
 from models.architectures import ARCHITECTURES, build_model
-from models.card import InputSpec, Metrics, Training
-from models.checkpoint import load, save_checkpoint
+from models.card import InputSpec, Metrics, ModelCard, Training
+from models.checkpoint import card_path_for, load, save_checkpoint
 from models.cli_args import add_input_spec_arguments, input_spec_from_args
 from models.data import DEFAULT_SEED, MNIST_SOURCE, Split, mnist_split, stratified_indices
+from models.errors import ModelLoadError
 from models.evaluate import Evaluation, evaluate
 from models.preprocess import Preprocessor
 from models.profiling import profile_model, write_profile
@@ -201,15 +202,40 @@ def run_profiling(path: Path, data: str | None) -> ActivationProfile:
     return profile
 
 
-def run_evaluation(path: Path, seed: int) -> Evaluation:
+def _eval_split(
+    card: ModelCard, data: Path | None, seed: int
+) -> tuple[list[Image.Image], NDArray[np.int64], str]:
+    """The held-out images and labels to evaluate `card` on: the --data folder's, or MNIST's.
+
+    Refused at once, before any image is read, when the card is not an MNIST model and no
+    folder is given; a folder's classes are matched to the card's labels by name.
+    """
+    if data is None:
+        if card.labels != MNIST_LABELS or card.input.shape != MNIST_INPUT.shape:
+            raise SystemExit(
+                f"cnn-train: {card.name} is not an MNIST digit model (labels {list(card.labels)[:5]}"
+                f", input {'x'.join(map(str, card.input.shape))}); pass --data DIR, an "
+                "ImageFolder with one sub-folder per label, to evaluate it"
+            )
+        split = mnist_split(seed)
+        return split.test_images, split.test_labels, "test digits"
+    split, classes = _image_folder_split(data, seed)
+    unknown = [name for name in classes if name not in card.labels]
+    if unknown:
+        raise SystemExit(
+            f"cnn-train: {data} has classes the card does not know: {unknown}; "
+            f"its labels are {list(card.labels)}"
+        )
+    index = np.asarray([card.labels.index(name) for name in classes], dtype=np.int64)
+    return split.test_images, index[split.test_labels], f"held-out images of {data}"
+
+
+def run_evaluation(path: Path, seed: int, data: Path | None = None) -> Evaluation:
+    card = ModelCard.read(card_path_for(path))
+    images, labels, described = _eval_split(card, data, seed)
     loaded = load(path)
-    split = mnist_split(seed)
-    result = evaluate(
-        loaded.module, loaded.preprocess, split.test_images, split.test_labels, loaded.card.labels
-    )
-    print(
-        f"{loaded.card.name}: accuracy {result.accuracy:.4f} on {len(split.test_labels)} test digits"
-    )
+    result = evaluate(loaded.module, loaded.preprocess, images, labels, loaded.card.labels)
+    print(f"{loaded.card.name}: accuracy {result.accuracy:.4f} on {len(labels)} {described}")
     print(result.confusion_table(loaded.card.labels))
     return result
 
@@ -227,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
-        "--eval-only", metavar="PATH", help="evaluate a checkpoint on the MNIST test split"
+        "--eval-only",
+        metavar="PATH",
+        help="evaluate a checkpoint on the held-out split of --data, or of MNIST for a digit model",
     )
     parser.add_argument(
         "--profile-only",
@@ -249,7 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.eval_only:
-        run_evaluation(Path(args.eval_only), args.seed)
+        data = Path(args.data) if args.data else None
+        try:
+            run_evaluation(Path(args.eval_only), args.seed, data)
+        except ModelLoadError as exc:
+            print(f"cnn-train: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.profile_only:
         run_profiling(Path(args.profile_only), args.data)

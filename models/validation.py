@@ -15,6 +15,10 @@ def summarize_errors(
     errors: Iterable[Any], label: Callable[[Sequence[int | str]], str] = dotted
 ) -> str:
     """'where: what; where: what' for pydantic's (or FastAPI's) error dicts."""
-    return "; ".join(
-        f"{label(tuple(error.get('loc', ())))}: {error.get('msg', 'invalid')}" for error in errors
-    )
+    return "; ".join(f"{label(tuple(error.get('loc', ())))}: {_message(error)}" for error in errors)
+
+
+def _message(error: Any) -> str:
+    # pydantic prefixes a validator's ValueError with "Value error, ": the reader wants the reason.
+    text = str(error.get("msg", "invalid"))
+    return text.removeprefix("Value error, ")

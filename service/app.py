@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import classify, explain, feature_maps, health, model_info, ui, v2
+from service.api.docs import docs_router
 from service.api.metrics import add_metrics_route
 from service.arrivals import Arrivals
 from service.lifecycle import Lifecycle
@@ -20,6 +21,7 @@ from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
 from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability
+from service.openapi import install_openapi
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
@@ -115,8 +117,12 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
         description="Serves PyTorch CNN image classifiers: dynamic batching on CPU or GPU, "
         "top-k classification, and feature maps of every convolution layer.",
         lifespan=_lifespan(settings, metrics, arrivals, lifecycle or Lifecycle()),
+        docs_url=None,  # served from the package instead of a CDN: service/api/docs.py
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_openapi(app, key_required=settings.api_key is not None)
+    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
     for router in (health, model_info, classify, feature_maps, explain, v2):
         app.include_router(router.router)
     if settings.ui:

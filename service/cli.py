@@ -50,7 +50,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 
 
 def _variable(loc: Sequence[int | str]) -> str:
-    field = ".".join(str(part) for part in loc) or "settings"
+    """The environment variable a setting's error is about (its first location part)."""
+    field = str(loc[0]) if loc else "settings"
     return f"CNN_{field.upper()}"
 
 
@@ -64,8 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"cnn-serve: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    from service.server import serve  # after settings: importing torch takes a moment
+    # After settings: importing torch takes a moment.
+    from service.preflight import SettingError, preflight
+    from service.server import serve
 
+    try:
+        preflight(settings)
+    except SettingError as exc:
+        print(f"cnn-serve: {exc}", file=sys.stderr)
+        return 2
     return serve(settings)
 
 

@@ -74,6 +74,10 @@ class UnsupportedMediaType(ServiceError):
     status, code, title = 415, "unsupported_media_type", "The Content-Type is not accepted here"
 
 
+class UnsupportedImageFormat(ServiceError):
+    status, code, title = 415, "unsupported_image_format", "The image format is not accepted"
+
+
 class Overloaded(ServiceError):
     status, code, title = 503, "overloaded", "The server is at capacity; retry shortly"
     rejection = "queue_full"

@@ -13,6 +13,7 @@ import io
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -26,6 +27,9 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # The shortest a float can be in JSON ("0.0" and a separator): a lower bound on the size.
 _MIN_JSON_BYTES_PER_VALUE = 4
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# Printable ASCII stays as it is in a header; '%', non-ASCII and anything else is %XX-encoded
+# as UTF-8 (RFC 3986), so urllib.parse.unquote gives the label back exactly.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 class NotConvolution(ServiceError):
@@ -223,7 +227,7 @@ class NpzStream:
 def prediction_headers(prediction: Mapping[str, Any], dtype: str) -> dict[str, str]:
     """The answer and the precision, for bodies that are not JSON (npz, PNG)."""
     return {
-        "X-Prediction-Label": str(prediction["label"]).encode("ascii", "replace").decode(),
+        "X-Prediction-Label": quote(str(prediction["label"]), safe=_HEADER_SAFE),
         "X-Prediction-Index": str(prediction["index"]),
         "X-Prediction-Probability": f"{prediction['probability']:.6f}",
         "X-Feature-Dtype": dtype,

@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -105,7 +106,21 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The connection closed before the body was complete: the client left, or uvicorn closed
+    # it on a body it could not parse (and answered that itself). Nobody reads this answer;
+    # the log line and the metrics record it, without the traceback of an unexpected error.
+    return error_response(
+        request.scope,
+        400,
+        "client_disconnected",
+        "The connection closed before the request was read",
+        "the connection closed before the request body was complete",
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)

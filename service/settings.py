@@ -10,7 +10,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -28,6 +35,16 @@ class ModelSpec(BaseModel):
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"expected NAME=PATH, got {text!r}")
         return cls(name=name.strip(), path=Path(path.strip()))
+
+
+def _read_key(path: Path) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    if not key:
+        raise ValueError(f"{path} is empty")
+    return key
 
 
 def _default_threads() -> int:
@@ -127,21 +144,60 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @model_validator(mode="after")
-    def _check(self) -> Settings:
-        names = [spec.name for spec in self.models]
+    # Field validators, not one model validator: an error then carries its field's name,
+    # which the start-up line turns into the variable at fault.
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        names = [spec.name for spec in value]
         if len(set(names)) != len(names):
-            raise ValueError(f"models: duplicate model names in {names}")
-        if self.default_model is not None and self.models and self.default_model not in names:
-            raise ValueError(f"default_model: {self.default_model!r} is not among models {names}")
+            raise ValueError(f"duplicate model names in {names}")
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_is_served(cls, value: str | None, info: ValidationInfo) -> str | None:
+        names = [spec.name for spec in info.data.get("models") or []]
+        # With no models configured the shipped one is served: service.preflight checks that.
+        if value is not None and names and value not in names:
+            raise ValueError(f"{value!r} is not among the served models {names}")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            # An empty key would make every request 401 and hide CNN_API_KEY_FILE.
+            raise ValueError("is empty: unset it for no authentication, or give a key")
+        return value
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_key(value)
+        return value
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _temp_dir_writable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not an existing directory")
+        if value is not None and not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"{value} is not writable by this process")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _own_metrics_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("port"):
+            raise ValueError("is the same as CNN_PORT; leave it unset to serve /metrics there")
+        return value
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
         if self.api_key_file is not None and self.api_key is None:
-            try:
-                key = self.api_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"api_key_file: cannot read {self.api_key_file}: {exc}") from exc
-            if not key:
-                raise ValueError(f"api_key_file: {self.api_key_file} is empty")
-            self.api_key = SecretStr(key)
+            self.api_key = SecretStr(_read_key(self.api_key_file))
         return self
 
     @property

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from functools import cache
-from importlib import resources
 
 from fastapi import APIRouter, Request
 from PIL import Image
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from models import Preprocessor
+from service.api.assets import PackagedFiles
 from service.api.deps import ModelCallDep
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY
 from service.errors import InvalidBody
@@ -29,33 +27,30 @@ from service.inputs import read_images
 
 router = APIRouter()
 
-# The only files served under /static: a fixed list, so no request path reaches the filesystem.
-_ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "pad.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
-}
-# Revalidate on every load: a restarted server with a new page must not pair with a cached script.
-_NO_CACHE = {"Cache-Control": "no-cache"}
-
-
-@cache
-def _asset(name: str) -> bytes:
-    return resources.files("service").joinpath("static", name).read_bytes()
+# The only files served under /static. Revalidated on every load: a restarted server with a
+# new page must not pair with a cached script.
+_STATIC = PackagedFiles(
+    "service",
+    "static",
+    {
+        "app.js": "text/javascript; charset=utf-8",
+        "pad.js": "text/javascript; charset=utf-8",
+        "app.css": "text/css; charset=utf-8",
+        "favicon.svg": "image/svg+xml",
+    },
+    headers={"Cache-Control": "no-cache"},
+)
 
 
 @router.get("/", include_in_schema=False)
 async def index() -> Response:
-    return Response(_asset("index.html"), media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+    page = _STATIC.read("index.html")
+    return Response(page, media_type="text/html; charset=utf-8", headers=_STATIC.headers)
 
 
 @router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str) -> Response:
-    media = _ASSETS.get(name)
-    if media is None:
-        raise HTTPException(404, f"no static file named {name!r}")
-    return Response(_asset(name), media_type=media, headers=_NO_CACHE)
+    return _STATIC.response(name)
 
 
 def render_input(data: bytes, preprocess: Preprocessor, *, max_pixels: int) -> bytes:

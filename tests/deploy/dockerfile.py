@@ -168,6 +168,8 @@ class Builder:
     before_run: BeforeRun | None = None
     # Stages whose RUN lines are executed; the others contribute everything but RUN.
     run_stages: frozenset[str] = frozenset({"build"})
+    # RUN lines left out: a check that judges what this machine lent, not what it built.
+    skip_run: Callable[[str], bool] = lambda command: False
     built: dict[str, Image] = field(default_factory=dict)
 
     def on_root(self, path: str) -> Path:
@@ -189,15 +191,24 @@ class Builder:
         )
         image = Image(env=dict(image.env), workdir=image.workdir, logs=list(image.logs))
         args = {**self.dockerfile.global_args, **self.build_args}
+        declared: dict[str, str] = {}  # a stage's ARGs: RUN sees them, the image keeps none
         for instruction in stage.instructions:
-            self._apply(stage, instruction, image, args)
+            self._apply(stage, instruction, image, args, declared)
         return image
 
-    def _apply(self, stage: Stage, ins: Instruction, image: Image, args: dict[str, str]) -> None:
+    def _apply(
+        self,
+        stage: Stage,
+        ins: Instruction,
+        image: Image,
+        args: dict[str, str],
+        declared: dict[str, str],
+    ) -> None:
         scope = {**args, **image.env}
         if ins.keyword == "ARG":
             key, _, default = ins.args.partition("=")
             args.setdefault(key.strip(), default.strip())
+            declared[key.strip()] = args[key.strip()]
         elif ins.keyword == "ENV":
             for key, raw in env_pairs(ins.args):
                 image.env[key] = expand(self._reroot(raw), {**args, **image.env})
@@ -210,7 +221,8 @@ class Builder:
         elif ins.keyword == "COPY":
             self._copy(expand(ins.args, scope), image)
         elif ins.keyword == "RUN" and stage.name in self.run_stages:
-            self._run(ins.args, image)
+            if not self.skip_run(ins.args):
+                self._run(ins.args, image, declared)
         elif ins.keyword == "USER":
             image.user = ins.args
         elif ins.keyword == "EXPOSE":
@@ -264,13 +276,13 @@ class Builder:
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, destination)
 
-    def _run(self, command: str, image: Image) -> None:
+    def _run(self, command: str, image: Image, declared: dict[str, str]) -> None:
         if self.before_run is not None:
             self.before_run(command, image.env)
         out = subprocess.run(
             ["/bin/sh", "-c", command],
             cwd=image.workdir,
-            env=image.env,
+            env={**declared, **image.env},  # as in Docker: an ENV of the same name wins
             capture_output=True,
             text=True,
             timeout=600,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,20 +31,89 @@ def test_hadolint_reports_nothing() -> None:
     assert sorted(p.split("=")[1] for p in pragmas) == ["DL3006", "DL3006", "DL3008"]
 
 
-def test_variants_pick_base_image_and_torch_index() -> None:
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def test_variants_pick_base_image_and_torch_index(tmp_path: Path) -> None:
     dockerfile = parse(DOCKERFILE)
-    assert dockerfile.global_args == {"VARIANT": "cpu"}
+    assert dockerfile.global_args == {"VARIANT": "cpu", "TORCH_CPU_INDEX": CPU_INDEX}
     bases = {
         v: dockerfile.base_of(dockerfile.stage("build"), {"VARIANT": v}) for v in ("cpu", "cuda")
     }
     assert bases == {"cpu": "base-cpu", "cuda": "base-cuda"}
     assert dockerfile.stage("base-cpu").base.startswith("python:3.11-slim")
     assert dockerfile.stage("base-cuda").base.startswith("nvidia/cuda:")
-    index = {
-        v: dict(env_pairs(dockerfile.stage(f"base-{v}").all("ENV")[0].args))["TORCH_EXTRA_INDEX"]
-        for v in ("cpu", "cuda")
+    assert [i.args for i in dockerfile.stage("build").all("ARG")] == ["VARIANT", "TORCH_CPU_INDEX"]
+    # The install line itself, with pip replaced by echo: which index does each variant pass?
+    install = next(i.args for i in dockerfile.stage("build").all("RUN") if "torch.txt" in i.args)
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    torch_lines = {}
+    for variant in ("cpu", "cuda"):
+        shown = subprocess.run(
+            ["/bin/sh", "-c", install.replace("pip install", "echo pip install")],
+            env={**_image_env(), "VARIANT": variant, "TORCH_CPU_INDEX": CPU_INDEX},
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=True,
+        )
+        torch_lines[variant] = shown.stdout.splitlines()[0]
+    assert torch_lines == {
+        "cpu": f"pip install -c constraints.txt --extra-index-url {CPU_INDEX} -r torch.txt",
+        "cuda": "pip install -c constraints.txt -r torch.txt",
     }
-    assert index == {"cpu": "https://download.pytorch.org/whl/cpu", "cuda": ""}
+
+
+def _image_env() -> dict[str, str]:
+    """A bare environment whose python3 stands for the image's (this venv's interpreter)."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+
+
+def test_the_index_is_a_build_argument_only() -> None:
+    """Neither a base stage nor the runtime stage sets it, so the image never carries it."""
+    dockerfile = parse(DOCKERFILE)
+    for stage in dockerfile.stages:
+        env = dict(pair for i in stage.all("ENV") for pair in env_pairs(i.args))
+        assert not [key for key in env if "INDEX" in key], stage.name
+    assert all("INDEX" not in i.args for i in dockerfile.stage("runtime").all("ARG"))
+
+
+def _fake_torch(folder: Path, cuda: str | None) -> Path:
+    package = folder / "torch"
+    package.mkdir(parents=True)
+    version = "2.14.1+cpu" if cuda is None else "2.14.1+cu130"
+    (package / "__init__.py").write_text(
+        f"import types\n__version__ = {version!r}\nversion = types.SimpleNamespace(cuda={cuda!r})\n"
+    )
+    return folder
+
+
+def test_the_cpu_image_fails_loudly_when_it_got_a_cuda_torch(tmp_path: Path) -> None:
+    build = parse(DOCKERFILE).stage("build")
+    check = next(i.args for i in build.all("RUN") if "version.cuda" in i.args)
+    torches = {
+        "cpu": _fake_torch(tmp_path / "cpu", None),
+        "cuda": _fake_torch(tmp_path / "cuda", "13.0"),
+    }
+    outcomes = {}
+    for variant in ("cpu", "cuda"):
+        for kind, path in torches.items():
+            env = {**_image_env(), "VARIANT": variant, "TORCH_CPU_INDEX": CPU_INDEX,
+                   "PYTHONPATH": str(path)}  # fmt: skip
+            run = subprocess.run(["/bin/sh", "-c", check], env=env, capture_output=True, text=True)
+            outcomes[(variant, kind)] = (run.returncode, run.stderr.strip())
+    assert outcomes[("cpu", "cuda")] == (
+        1,
+        "VARIANT=cpu got torch 2.14.1+cu130, a CUDA build: pip could not reach "
+        f"{CPU_INDEX} and took PyPI instead. Retry, or pass "
+        "--build-arg TORCH_CPU_INDEX=<a mirror of it>.",
+    )
+    assert outcomes[("cpu", "cpu")] == (0, "")
+    assert outcomes[("cuda", "cuda")] == outcomes[("cuda", "cpu")] == (0, "")
+    # After the install, before the code: a failed check costs no more than the download.
+    runs = [i.args for i in build.all("RUN")]
+    assert runs.index(check) == next(n for n, r in enumerate(runs) if "torch.txt" in r) + 1
 
 
 def test_dependencies_install_before_the_code_is_copied() -> None:
@@ -88,3 +158,11 @@ def test_dockerignore_sends_the_package_and_model_only() -> None:
     assert kept("models/weights/mnist-cnn.pt") and kept("models/weights/mnist-cnn.json")
     for path in (".venv/bin/python", "tests/conftest.py", ".git/HEAD", "service/__pycache__/a.pyc"):
         assert not kept(path), path
+
+
+def test_podman_users_are_told_how_to_keep_the_healthcheck() -> None:
+    """The OCI image format has no HEALTHCHECK: Podman and buildah need --format docker."""
+    assert parse(DOCKERFILE).stage("runtime").all("HEALTHCHECK")
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    assert "podman build --format docker" in guide and "buildah bud --format docker" in guide
+    assert "--format docker" in DOCKERFILE.read_text().split("\nARG ", 1)[0]  # the header
