@@ -16,16 +16,19 @@ run goes in bench/RESULTS-notes.md, whose first line names the run it reads
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import ceiling, procs, servers
 from bench.environment import machine_info, versions
+from bench.explain_client import ExplainClient
 from bench.gpu_section import load_gpu_results
 from bench.hey import Load, ensure_hey, run_hey
 from bench.peers.env import ensure_peer_env
@@ -33,6 +36,7 @@ from bench.profile_run import profile_ours
 from bench.report import reading, render
 from bench.results import Point, Results, ServerRun
 from bench.scrape import HistogramTotals, histogram_totals
+from bench.targets import OURS_EXPLAINED
 from bench.workloads import Workload, prepare
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -41,6 +45,18 @@ SERVER_KINDS = (
     servers.ServerKind("torchserve", "TorchServe 0.12 (batch 32, 10 ms)"),
     servers.ServerKind("litserve", "LitServe 0.2.19 (batch 32, 10 ms)"),
     servers.ServerKind("naive", "naive FastAPI (one request, one forward)"),
+)
+# W1 again, at one concurrency each: the costs of the debugging features.
+W1_DEBUGGING_KINDS = (
+    (servers.ServerKind("cnn-serve + explain client", "cnn-serve, one client explaining"), 32),
+    (
+        servers.ServerKind(
+            "cnn-serve monitoring off",
+            "cnn-serve, CNN_ACTIVATION_SAMPLE_RATE=0",
+            {"CNN_ACTIVATION_SAMPLE_RATE": "0"},
+        ),
+        64,
+    ),
 )
 W2_EXTRA_KINDS = (
     servers.ServerKind(
@@ -159,11 +175,14 @@ def bench_server(
         run = ServerRun(workload.key, kind.key, ready, answered, idle)
         print(f"  {kind.key}: ready {ready:.2f} s, idle RSS {idle:.0f} MB", flush=True)
         loads = [(workload, c) for c in concurrencies] + extra
-        for load_workload, c in loads:
-            target = running if load_workload is workload else running.for_workload(load_workload)
-            point = measure_point(hey, target, load_workload, kind.key, c, plan)
-            results.points.append(point)
-            _print_point(point)
+        with _companion(kind, running, workload, results):
+            for load_workload, c in loads:
+                target = (
+                    running if load_workload is workload else running.for_workload(load_workload)
+                )
+                point = measure_point(hey, target, load_workload, kind.key, c, plan)
+                results.points.append(point)
+                _print_point(point)
         run = ServerRun(*_run_fields(run), rss_after_mb=procs.tree_rss_mb(running.server.pid))
     except Exception as exc:  # a peer that fails is recorded, the run goes on
         run = ServerRun(*_run_fields(run), error=f"{type(exc).__name__}: {exc}"[:300])
@@ -171,6 +190,21 @@ def bench_server(
     finally:
         procs.stop(running.server)
         results.runs.append(run)
+
+
+@contextlib.contextmanager
+def _companion(
+    kind: servers.ServerKind, running: servers.Running, workload: Workload, results: Results
+) -> Iterator[None]:
+    """The explanation client beside the load, for the kind that measures its cost."""
+    if kind.key != OURS_EXPLAINED:
+        yield
+        return
+    model = workload.card.stem
+    with ExplainClient(running.predict_url, model, workload.body, workload.content_type) as client:
+        yield
+    results.notes.append(f"{kind.key}, {workload.key}: {client.summary()}")
+    print(f"  {client.summary()}", flush=True)
 
 
 def _run_fields(run: ServerRun) -> tuple[str, str, float | None, float | None, float | None]:
@@ -233,6 +267,9 @@ def run_servers(
         print(f"W1: {kind.label}", flush=True)
         extra = many if kind.ours else []
         bench_server(hey, kind, w1, extra, plan.w1_concurrency, plan, results, out)
+    for kind, c in W1_DEBUGGING_KINDS if "cnn-serve" in only else ():
+        print(f"W1: {kind.label}", flush=True)
+        bench_server(hey, kind, w1, [], (c,), plan, results, out)
     for kind in (*SERVER_KINDS, *(() if plan.quick else W2_EXTRA_KINDS)):
         if kind.key not in only and not (kind.ours and "cnn-serve" in only):
             continue

@@ -12,6 +12,8 @@ from bench.results import Point, Results, ServerRun
 
 OURS = "cnn-serve"
 OURS_FP32 = "cnn-serve fp32"
+OURS_EXPLAINED = "cnn-serve + explain client"  # W1 c=32 while one client asks for explanations
+OURS_UNMONITORED = "cnn-serve monitoring off"  # CNN_ACTIVATION_SAMPLE_RATE=0
 PEERS = ("torchserve", "litserve", "naive")
 
 Figure = Callable[[Results], float | None]  # None: not measured in this run
@@ -86,6 +88,25 @@ class AtLeast:
 
 
 @dataclass(frozen=True)
+class AtMost:
+    """Ours over a reference from the same run, at most `times` (a cost, lower is better)."""
+
+    times: float
+    reference: Figure
+
+    @property
+    def goal(self) -> str:
+        return f"<= {self.times:.2f}x"
+
+    def judge(self, ours: float, results: Results) -> Judgement | None:
+        theirs = self.reference(results)
+        if theirs is None or theirs <= 0 or ours <= 0:
+            return None
+        ratio = ours / theirs
+        return f"{ratio:.2f}x", self.times / ratio, ratio <= self.times
+
+
+@dataclass(frozen=True)
 class NoSlower:
     """A latency no higher than a peer's in the same run."""
 
@@ -119,7 +140,7 @@ class Under:
         return f"{ours:.2f} {self.unit}", margin, ours < self.limit
 
 
-Rule = AtLeast | NoSlower | Under
+Rule = AtLeast | AtMost | NoSlower | Under
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,10 @@ TARGETS = (
            img_s("W2", OURS_FP32, 32), AtLeast(1.0, W2_CEILING)),
     Target("W2 c=32 default (CNN_PRECISION=auto) vs best peer",
            img_s("W2", OURS, 32), AtLeast(1.3, best_peer_img_s("W2", 32))),
+    Target("W1 c=32 p99 with one client explaining continuously, vs without",
+           p99_ms("W1", OURS_EXPLAINED, 32), AtMost(1.2, p99_ms("W1", OURS, 32))),
+    Target("W1 c=64 req/s with activation monitoring (default rate), vs off",
+           req_s("W1", OURS, 64), AtLeast(0.97, req_s("W1", OURS_UNMONITORED, 64))),
     Target("cold start, default model (to /readyz 200)",
            default_server(lambda run: run.ready_s), Under(6.0, "s")),
     Target("idle RSS, default model",

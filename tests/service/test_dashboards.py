@@ -15,6 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.metrics import GpuCollector, GpuReading
+from tests.conftest import AppClientFactory
 from tests.helpers import ROOT, Digits
 from tests.service.test_metrics import parse
 
@@ -120,12 +121,13 @@ def _check(expr: str, where: str, metrics: dict[str, set[str]]) -> None:
 
 
 async def test_every_query_uses_exported_metrics_and_labels(
-    client: httpx.AsyncClient,
+    app_client: AppClientFactory,
     digits: Digits,
     dashboard: dict[str, Any],
     rules: dict[str, Any],
 ) -> None:
-    metrics = await exported(client, digits)
+    async with app_client(activation_sample_rate=1.0) as client:  # every batch monitored
+        metrics = await exported(client, digits)
     queries = list(dashboard_queries(dashboard))
     assert len(queries) >= 20
     for title, expr in queries:
@@ -151,6 +153,9 @@ def test_dashboard_shows_what_an_sre_needs(dashboard: dict[str, Any]) -> None:
         "cnn_gpu_memory_reserved_bytes",
         "cnn_preprocess_duration_seconds_bucket",
         "cnn_inference_duration_seconds_bucket",
+        "cnn_activation_drift_psi",  # what the layers see on live traffic
+        "cnn_activation_zero_ratio",
+        "cnn_prediction_drift_psi",
     } <= used
     latency = set().union(
         *(quantiles_of(e, "cnn_request_duration_seconds_bucket") for e in queries)
@@ -171,6 +176,8 @@ def test_alert_rules_cover_latency_errors_saturation_and_readiness(rules: dict[s
         "CnnServeQueueSaturated",
         "CnnServeQueueFull",
         "CnnServeNotReady",
+        "CnnServeActivationDrift",
+        "CnnServeDeadUnitsJump",
     } <= set(by_name)
     p99 = quantiles_of(
         by_name["CnnServeHighP99Latency"]["expr"], "cnn_request_duration_seconds_bucket"
