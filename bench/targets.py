@@ -70,40 +70,29 @@ def default_server(pick: Callable[[ServerRun], float | None]) -> Figure:
 
 @dataclass(frozen=True)
 class AtLeast:
-    """Ours over a reference from the same run, at least `times`."""
+    """Ours over a reference from the same run, at least `times` (or, for a cost, at most)."""
 
     times: float
     reference: Figure
+    at_most: bool = False
 
     @property
     def goal(self) -> str:
-        return f">= {self.times:.1f}x"
-
-    def judge(self, ours: float, results: Results) -> Judgement | None:
-        theirs = self.reference(results)
-        if theirs is None or theirs <= 0:
-            return None
-        ratio = ours / theirs
-        return f"{ratio:.2f}x", ratio / self.times, ratio >= self.times
-
-
-@dataclass(frozen=True)
-class AtMost:
-    """Ours over a reference from the same run, at most `times` (a cost, lower is better)."""
-
-    times: float
-    reference: Figure
-
-    @property
-    def goal(self) -> str:
-        return f"<= {self.times:.2f}x"
+        return f"<= {self.times:.2f}x" if self.at_most else f">= {self.times:.1f}x"
 
     def judge(self, ours: float, results: Results) -> Judgement | None:
         theirs = self.reference(results)
         if theirs is None or theirs <= 0 or ours <= 0:
             return None
         ratio = ours / theirs
-        return f"{ratio:.2f}x", self.times / ratio, ratio <= self.times
+        if self.at_most:
+            return f"{ratio:.2f}x", self.times / ratio, ratio <= self.times
+        return f"{ratio:.2f}x", ratio / self.times, ratio >= self.times
+
+
+def AtMost(times: float, reference: Figure) -> AtLeast:  # noqa: N802 - reads like the other rules
+    """A cost: ours over a reference from the same run, at most `times`."""
+    return AtLeast(times, reference, at_most=True)
 
 
 @dataclass(frozen=True)
@@ -140,7 +129,7 @@ class Under:
         return f"{ours:.2f} {self.unit}", margin, ours < self.limit
 
 
-Rule = AtLeast | AtMost | NoSlower | Under
+Rule = AtLeast | NoSlower | Under
 
 
 @dataclass(frozen=True)
