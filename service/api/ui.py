@@ -32,6 +32,7 @@ router = APIRouter()
 # The only files served under /static: a fixed list, so no request path reaches the filesystem.
 _ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "explain.js": "text/javascript; charset=utf-8",
     "pad.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
