@@ -53,7 +53,8 @@ function showPasses() {
 
 function query() {
   const method = $("explain-method").value;
-  const params = new URLSearchParams({ method, top_k: String(Math.min(5, panel.model.labels.length)) });
+  const topK = Math.min(Number($("top-k-count").value) || 5, panel.model.labels.length); // the page's "top k"
+  const params = new URLSearchParams({ method, top_k: String(Math.max(1, topK)) });
   const chosen = {
     target: $("explain-target").value,
     layer: CAM_METHODS.has(method) ? $("explain-layer").value : "",
