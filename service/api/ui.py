@@ -34,6 +34,7 @@ _STATIC = PackagedFiles(
     "static",
     {
         "app.js": "text/javascript; charset=utf-8",
+        "explain.js": "text/javascript; charset=utf-8",
         "pad.js": "text/javascript; charset=utf-8",
         "app.css": "text/css; charset=utf-8",
         "favicon.svg": "image/svg+xml",

@@ -3,6 +3,7 @@
 // Images come back as blobs fetched with the API key and shown through object URLs:
 // an <img src> alone could not send the Authorization header.
 
+import { explainImage, explainModel, setUpExplain } from "./explain.js";
 import { framedDrawing, setUpPad } from "./pad.js";
 
 const $ = (id) => document.getElementById(id);
@@ -159,6 +160,7 @@ async function loadLayers() {
   renderLayerTable();
   renderKernelPicker();
   renderMapSlots();
+  explainModel(state.model, state.layers);
 }
 
 const fmtShape = (shape) => (shape ? shape.join("×") : "");
@@ -285,12 +287,9 @@ async function showKernels(name) {
 
 // ---------------------------------------------------------------- prediction
 
-function renderPrediction(prediction) {
-  const label = $("prediction");
-  label.textContent = prediction.label;
-  label.dataset.label = prediction.label;
-  label.dataset.state = "done";
-  const items = prediction.top_k.map((entry) => {
+// One <li> per entry of an answer's top_k: label, bar, percentage.
+function topKItems(topK) {
+  return topK.map((entry) => {
     const item = document.createElement("li");
     const name = document.createElement("span");
     name.className = "label";
@@ -304,7 +303,14 @@ function renderPrediction(prediction) {
     item.append(name, bar, value);
     return item;
   });
-  $("top-k").replaceChildren(...items);
+}
+
+function renderPrediction(prediction) {
+  const label = $("prediction");
+  label.textContent = prediction.label;
+  label.dataset.label = prediction.label;
+  label.dataset.state = "done";
+  $("top-k").replaceChildren(...topKItems(prediction.top_k));
 }
 
 async function classify(image, run) {
@@ -320,9 +326,9 @@ async function classify(image, run) {
   });
 }
 
-async function preprocessed(image, run) {
+async function preprocessed(seen, run) {
   await guarded(run, async () => {
-    const blob = await (await api(modelPath("/preprocessed"), { method: "POST", body: image })).blob();
+    const blob = await seen;
     if (run === state.run) showBlob($("preprocessed"), blob);
   });
 }
@@ -340,9 +346,12 @@ async function analyse(image) {
   $("prediction").textContent = "…";
   $("prediction").dataset.state = "pending";
   $("top-k").replaceChildren();
+  // What the model saw: shown here, and drawn under the Explain panel's heatmap.
+  const seen = api(modelPath("/preprocessed"), { method: "POST", body: image }).then((r) => r.blob());
+  explainImage(image, seen);
   const shown = state.layers.filter((l) => state.shown.has(l.name));
   const maps = shown.map((layer) => featureMap(layer, image, run));
-  await Promise.allSettled([classify(image, run), preprocessed(image, run), layerStats(shown, image, run), ...maps]);
+  await Promise.allSettled([classify(image, run), preprocessed(seen, run), layerStats(shown, image, run), ...maps]);
 }
 
 // ---------------------------------------------------------------- drawing pad
@@ -402,4 +411,5 @@ setUpInputs();
 setUpPad($("canvas"), $("clear-drawing"), () => $("auto-classify").checked && classifyDrawing());
 $("classify-drawing").addEventListener("click", classifyDrawing);
 setUpSettings();
+setUpExplain({ api, topKItems });
 loadModels();

@@ -4,43 +4,21 @@ from __future__ import annotations
 
 import io
 
-import httpx
-import numpy as np
 from PIL import Image
 from playwright.sync_api import Browser, Page
 
 from tests.browser.conftest import API_KEY, SECOND_MODEL
+from tests.browser.pages import WAIT_MS, open_page, post, save_screenshot, upload
 from tests.helpers import ROOT, Digits, ServerProcess
 
 SCREENSHOT = ROOT / "docs" / "debug-page.png"
 DIGIT = 0  # an index into the held-out digits
-WAIT_MS = 60_000
-MAX_PIXEL_JITTER = 200  # pixels that may differ from the saved screenshot before it is rewritten
-AUTH = {"authorization": f"Bearer {API_KEY}"}
-
-
-def _post(server: ServerProcess, path: str, body: bytes) -> httpx.Response:
-    headers = {**AUTH, "content-type": "image/png"}
-    return httpx.post(f"{server.base_url}{path}", content=body, headers=headers, timeout=30)
 
 
 def _classify(server: ServerProcess, body: bytes) -> dict[str, object]:
-    response = _post(server, "/v1/models/mnist-cnn/classify?top_k=5", body)
+    response = post(server, "/v1/models/mnist-cnn/classify?top_k=5", body)
     prediction: dict[str, object] = response.json()["predictions"][0]
     return prediction
-
-
-def _open(page: Page) -> None:
-    response = page.goto("/")
-    assert response is not None
-    # The page works under the strict policy the service sends: nothing inline, nothing remote.
-    assert "script-src 'self'" in response.headers["content-security-policy"]
-    # The layer list is in: the model, its layers and the feature-map slots are set up.
-    page.wait_for_selector("#layers tbody tr", timeout=WAIT_MS)
-
-
-def _upload(page: Page, name: str, body: bytes) -> None:
-    page.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": body}])
 
 
 def _natural_width(page: Page, selector: str) -> int:
@@ -53,30 +31,12 @@ def _natural_width(page: Page, selector: str) -> int:
     return width
 
 
-def _save_screenshot(png: bytes) -> None:
-    """Write docs/debug-page.png unless the page looks the same as the one there.
-
-    Software rasterizing anti-aliases a few edge pixels differently from run to run:
-    rewriting the file for those would leave the working tree changed after every test run.
-    """
-    new = Image.open(io.BytesIO(png)).convert("RGB")
-    if SCREENSHOT.exists():
-        with Image.open(SCREENSHOT) as old_file:
-            old = old_file.convert("RGB")
-        if old.size == new.size:
-            changed = np.any(np.asarray(old) != np.asarray(new), axis=2)
-            if int(changed.sum()) <= MAX_PIXEL_JITTER:
-                return
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    SCREENSHOT.write_bytes(png)
-
-
 def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
     page: Page, server: ServerProcess, digits: Digits
 ) -> None:
-    _open(page)
+    open_page(page)
     body = digits.png(DIGIT)
-    _upload(page, "digit.png", body)
+    upload(page, "digit.png", body)
     page.wait_for_selector("#prediction[data-state=done]", timeout=WAIT_MS)
 
     expected = _classify(server, body)
@@ -95,9 +55,7 @@ def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
 
     # conv1's grid is the image the PNG endpoint renders for the same bytes and parameters.
     src_width = _natural_width(page, 'img[data-layer="conv1"]')
-    direct = _post(
-        server, "/v1/models/mnist-cnn/feature-maps?layers=conv1&format=png&scale=2", body
-    )
+    direct = post(server, "/v1/models/mnist-cnn/feature-maps?layers=conv1&format=png&scale=2", body)
     assert src_width == Image.open(io.BytesIO(direct.content)).width
     assert _natural_width(page, "#preprocessed") == 28
     assert _natural_width(page, "#kernels") > 0
@@ -111,7 +69,7 @@ def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
         "() => [...document.querySelectorAll('#maps .stats')].every(p => p.textContent)",
         timeout=WAIT_MS,
     )
-    stats = _post(server, "/v1/models/mnist-cnn/feature-maps?layers=conv5&format=json", body)
+    stats = post(server, "/v1/models/mnist-cnn/feature-maps?layers=conv5&format=json", body)
     means, zeros = (stats.json()["layers"][0]["stats"][key] for key in ("mean", "zeros"))
     dead = sum(1 for fraction in zeros if fraction == 1)
     line = page.inner_text('#maps figure[data-layer="conv5"] .stats')
@@ -120,11 +78,11 @@ def test_uploaded_digit_shows_the_api_answer_and_conv1_maps(
 
     shot = page.screenshot(full_page=True)
     assert Image.open(io.BytesIO(shot)).width == 1280
-    _save_screenshot(shot)
+    save_screenshot(SCREENSHOT, shot)
 
 
 def test_a_drawn_digit_gets_a_prediction(page: Page, server: ServerProcess) -> None:
-    _open(page)
+    open_page(page)
     box = page.locator("#canvas").bounding_box()
     assert box is not None
     x = box["x"] + box["width"] / 2
@@ -145,11 +103,11 @@ def test_a_drawn_digit_gets_a_prediction(page: Page, server: ServerProcess) -> N
 
 
 def test_an_api_error_is_shown_as_readable_text(page: Page, server: ServerProcess) -> None:
-    _open(page)
+    open_page(page)
     body = b"these bytes are not a PNG"
-    _upload(page, "broken.png", body)
+    upload(page, "broken.png", body)
     page.wait_for_selector("#prediction[data-state=error]", timeout=WAIT_MS)
-    problem = _post(server, "/v1/classify", body).json()
+    problem = post(server, "/v1/classify", body).json()
     shown = page.inner_text("#errors")
     assert f"{problem['title']}: {problem['detail']}" in shown
     assert "{" not in shown  # a sentence, not a JSON dump

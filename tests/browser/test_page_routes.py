@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 import models
+from service.explanations import DEFAULT_STEPS, MAX_OCCLUSION_PASSES, MAX_STEPS, METHODS
 from tests.conftest import AppClientFactory
 from tests.helpers import ROOT, Digits, png_bytes
 
@@ -29,12 +30,29 @@ async def test_page_and_its_files_are_served(client: httpx.AsyncClient) -> None:
     assert kinds["/static/app.css"].startswith("text/css")
     assert kinds["/static/favicon.svg"] == "image/svg+xml"
     # The modules only call the service's own API: the page works offline, no CDN.
-    for module in ("/static/app.js", "/static/pad.js"):
+    for module in ("/static/app.js", "/static/explain.js", "/static/pad.js"):
         script = await client.get(module)
         assert script.headers["content-type"].startswith("text/javascript")
         assert re.findall(r"https?://", script.text) == []
     imported = re.findall(r'from "([^"]+)"', (await client.get("/static/app.js")).text)
-    assert imported == ["./pad.js"]
+    assert imported == ["./explain.js", "./pad.js"]
+
+
+async def test_explain_panel_shows_the_servers_limits(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/")).text
+    steps = re.search(r'<input id="explain-steps"[^>]*>', page)
+    assert steps is not None
+    assert f'max="{MAX_STEPS}"' in steps.group() and 'min="1"' in steps.group()
+    assert f'value="{DEFAULT_STEPS}"' in steps.group()
+    assert f"1–{MAX_STEPS}</span>" in page
+    assert (
+        f'id="explain-passes" class="muted" data-methods="occlusion" data-limit="{MAX_OCCLUSION_PASSES}"'
+        in page
+    )
+    methods = re.findall(
+        r'<option value="([a-z_]+)">', page.split('id="explain-method"')[1].split("</select>")[0]
+    )
+    assert tuple(methods) == METHODS
 
 
 async def test_unknown_static_file_is_a_problem_404(client: httpx.AsyncClient) -> None:
