@@ -61,6 +61,19 @@ def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _optimizer(
+    module: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW under a one-cycle learning-rate schedule over the whole run."""
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
+    )
+    return optimizer, scheduler
+
+
 def train(
     module: nn.Module,
     preprocess: Preprocessor,
@@ -77,13 +90,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     augment = _augmenter(config.seed)
     targets = torch.from_numpy(labels)
-    optimizer = torch.optim.AdamW(
-        module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
-    )
+    optimizer, scheduler = _optimizer(module, config, math.ceil(len(images) / config.batch_size))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     epoch_losses: list[float] = []
     for epoch in range(1, config.epochs + 1):
