@@ -74,6 +74,7 @@ class ActivationMonitor:
         self._lock = threading.Lock()
         self._current = self._window()
         self._last: ActivationWindow | None = None
+        self._completed = 0
 
     def _window(self) -> ActivationWindow:
         return ActivationWindow(self.layers, self._classes, self.profile)
@@ -87,6 +88,7 @@ class ActivationMonitor:
             self._current.update(features, probs)
             if self._current.images >= self.window_images:
                 self._last, self._current = self._current, self._window()
+                self._completed += 1
 
     def reading(self) -> ActivationWindow:
         """The window metrics report: the last complete one, else the one filling."""
@@ -96,7 +98,9 @@ class ActivationMonitor:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             current, last = self._current.summary(), self._last.summary() if self._last else None
+            completed = self._completed
         return {
+            "completed_windows": completed,
             "sample_rate": self.sample_rate,
             "window_images": self.window_images,
             "layers": self.layers,

@@ -3,6 +3,9 @@ inverted digits drift past the alert threshold, in /activations and in the metri
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,6 +22,17 @@ from tests.service.test_metrics import parse, series
 # for held-out digits, a 1,000-image one (the default) 0.001.
 WINDOW = 1000
 EARLY = ("relu1", "relu2", "relu3", "relu4")
+
+
+async def _window(client: httpx.AsyncClient, completed: int) -> dict[str, Any]:
+    """/activations once `completed` windows are done: the worker adds a sampled batch to
+    the statistics after its answers are sent, so the last one may still be on its way."""
+    for _ in range(200):
+        body: dict[str, Any] = (await client.get("/v1/models/mnist-cnn/activations")).json()
+        if body["completed_windows"] >= completed:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the monitor did not complete window {completed} within 10 s: {body}")
 
 
 async def _send(client: httpx.AsyncClient, images: list[Image.Image]) -> None:
@@ -47,10 +61,10 @@ async def test_real_digits_stay_close_and_inverted_digits_drift(
     settings = {"activation_sample_rate": 1.0, "activation_window_images": WINDOW}
     async with app_client(**settings) as client:
         await _send(client, real)
-        calm = (await client.get("/v1/models/mnist-cnn/activations")).json()
+        calm = await _window(client, 1)
         calm_metrics = parse((await client.get("/metrics")).text)
         await _send(client, inverted)
-        shifted = (await client.get("/v1/models/mnist-cnn/activations")).json()
+        shifted = await _window(client, 2)
         shifted_metrics = parse((await client.get("/metrics")).text)
 
     assert calm["last"]["images"] == WINDOW and calm["layers"] == [f"relu{i}" for i in range(1, 6)]
