@@ -16,6 +16,7 @@ from service.api import classify, explain, feature_maps, health, model_info, ui,
 from service.api.docs import docs_router
 from service.api.metrics import add_metrics_route
 from service.arrivals import Arrivals
+from service.heap import freeze_startup_heap
 from service.lifecycle import Lifecycle
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
@@ -83,6 +84,8 @@ def _lifespan(
             except Exception as exc:
                 lifecycle.startup_error = exc  # serve() reports it in one line
                 raise
+            if lifecycle.freeze_heap_when_ready:
+                freeze_startup_heap()
             log.info("ready", extra={"models": sorted(state.registry.models)})
             yield {"app_state": state}
         finally:

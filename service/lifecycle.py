@@ -17,6 +17,9 @@ from service.registry import ModelRegistry
 class Lifecycle:
     registry: ModelRegistry = field(default_factory=ModelRegistry)  # the current lifespan's
     startup_error: Exception | None = None
+    # A serving process freezes its start-up heap once ready (service/heap.py); an app made
+    # in a test process, which makes many, does not.
+    freeze_heap_when_ready: bool = False
 
     def begin_draining(self) -> bool:
         """Mark the models draining (/readyz 503); False while still starting: nothing to drain."""

@@ -53,7 +53,7 @@ def serve(settings: Settings) -> int:
     if settings.temp_dir is not None:
         # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
         tempfile.tempdir = str(settings.temp_dir)
-    lifecycle = Lifecycle()
+    lifecycle = Lifecycle(freeze_heap_when_ready=True)
     app = create_app(settings, lifecycle)
     config = uvicorn.Config(
         app,

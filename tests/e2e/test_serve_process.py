@@ -34,10 +34,15 @@ def test_real_process_answers_equal_in_process_predictions(tmp_path: Path, digit
 
             return list(await asyncio.gather(*(one(p) for p in pngs)))  # 96 concurrent clients
 
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, env={"CNN_LOG_FORMAT": "json"}) as server:
         got = asyncio.run(classify_all(server.base_url))
         files = [("images", (f"{i}.png", p, "image/png")) for i, p in enumerate(pngs[:32])]
         batch = httpx.post(f"{server.base_url}/v1/classify", files=files, timeout=30).json()
+    # The serving process froze its start-up heap before it answered (service/heap.py).
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    frozen = [line for line in lines if line["message"] == "start-up heap frozen"]
+    assert len(frozen) == 1 and frozen[0]["objects"] > 100_000
+    assert lines.index(frozen[0]) < [line["message"] for line in lines].index("ready")
     assert got == expected
     assert [p["index"] for p in batch["predictions"]] == expected[:32]
     accuracy = sum(int(g == t) for g, t in zip(got, digits.labels[:count], strict=True)) / count
