@@ -74,10 +74,11 @@ class HeaderSizeLimit:
 
 
 class ArrivalTracking:
-    """Count every request that may reach a batcher from the moment it arrives.
+    """Count every request that may reach a batcher from the moment its body has arrived.
 
-    Only POSTs run models. The ticket rides in the request's state; the batcher
-    settles it when the request is queued, and this settles it otherwise.
+    Only POSTs run models. The ticket rides in the request's state and arrives with
+    the last body chunk, not before: a stalled upload is no company worth waiting for.
+    The batcher settles it when the request is queued, and this settles it otherwise.
     """
 
     def __init__(self, app: ASGIApp, *, arrivals: Arrivals) -> None:
@@ -88,9 +89,16 @@ class ArrivalTracking:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        arrival = self.arrivals.arrive()
+        arrival = self.arrivals.ticket()
         scope.setdefault("state", {})["arrival"] = arrival
+
+        async def receive_arriving() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                arrival.arrive()
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive_arriving, send)
         finally:
             arrival.settle()
