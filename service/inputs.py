@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidBody, ServiceError, TooManyImages, UnsupportedMediaType
 
@@ -59,7 +59,7 @@ def check_image_count(count: int, max_images: int) -> None:
 async def _multipart_images(request: Request, max_images: int) -> list[bytes]:
     try:
         form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
-    except ServiceError:
+    except (ServiceError, ClientDisconnect):
         raise
     except Exception as exc:  # starlette raises its own and python-multipart's errors
         raise InvalidBody(f"malformed multipart body: {exc}") from exc

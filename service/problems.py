@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -22,6 +23,9 @@ from service.errors import ServiceError
 from service.trace import trace_of
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# A client that left before its request was read is its own outcome, as nginx counts it:
+# no server error, no traceback; the answer is recorded (metrics, log) and goes nowhere.
+CLIENT_CLOSED_REQUEST = 499
 V2_PREFIX = "/v2"  # the Open Inference Protocol's paths keep its own error shape
 
 # Starlette's own HTTP errors: code, title, and the rejection reason where there is one.
@@ -105,7 +109,17 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientDisconnect)
+    title = "The client closed the connection before the request was read"
+    detail = "the client disconnected while sending the request body"
+    return error_response(
+        request.scope, CLIENT_CLOSED_REQUEST, "client_disconnected", title, detail
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)
