@@ -18,7 +18,7 @@ from service.arrivals import Arrivals
 from service.lifecycle import Lifecycle
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
-from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
+from service.middleware import ArrivalTracking, BodyReadTimeout, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability
 from service.pipeline import ImagePipeline
 from service.problems import install_problem_handlers
@@ -94,6 +94,11 @@ def _install_middleware(
     app: FastAPI, settings: Settings, metrics: Metrics, arrivals: Arrivals
 ) -> None:
     """Added innermost first: each one added wraps those added before it."""
+    app.add_middleware(
+        BodyReadTimeout,
+        idle_s=settings.body_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ArrivalTracking, arrivals=arrivals)
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)

@@ -36,9 +36,7 @@ _HTTP_CODES = {
 }
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
-) -> Response:
+def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
     body: dict[str, Any] = {
         "type": f"https://cnn-serve.dev/problems/{code}",
         "title": title,
@@ -46,7 +44,14 @@ def problem(
         "detail": detail,
         "code": code,
     }
-    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return orjson.dumps(body)
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = problem_body(status, code, title, detail)
+    return Response(body, status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def is_v2_path(path: str) -> bool:
