@@ -67,7 +67,10 @@ def _lifespan(
             registry=lifecycle.registry,
             executor=executor,
             pipeline=ImagePipeline(
-                executor, workers=settings.preprocess_workers, max_pixels=settings.max_image_pixels
+                executor,
+                workers=settings.preprocess_workers,
+                max_pixels=settings.max_image_pixels,
+                max_request_pixels=settings.max_request_pixels,
             ),
         )
         metrics.watch_readiness(lambda: state.registry.serving)

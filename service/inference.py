@@ -34,7 +34,8 @@ async def run_images(
     with call.served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
         images = await read_images(request, max_images=min(limit, max_images or limit))
         started = time.perf_counter()
-        prepared = await call.state.pipeline.prepare(call.served.loaded.preprocess, images)
+        preprocess = call.served.loaded.preprocess
+        prepared = await call.state.pipeline.prepare(preprocess, images, call.deadline)
         call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
         return await submit_pixels(call, prepared.pixels, capture=capture, arrival=arrival)
 

@@ -74,7 +74,8 @@ _LAYER_PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {**IMAGE_PROBLEM_RESPONSES[404], "description": "unknown_model, unknown_layer"},
     413: {
         **IMAGE_PROBLEM_RESPONSES[413],
-        "description": "payload_too_large, too_many_images, image_too_large, response_too_large",
+        "description": "payload_too_large, too_many_images, image_too_large, too_many_pixels, "
+        "response_too_large",
     },
 }
 

@@ -82,7 +82,7 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         pixels, seconds = decoded.model_input.pixels, decoded.seconds
         if decoded.model_input.images is not None:
             prepared = await call.state.pipeline.prepare(
-                served.loaded.preprocess, decoded.model_input.images
+                served.loaded.preprocess, decoded.model_input.images, call.deadline
             )
             pixels, seconds = prepared.pixels, seconds + prepared.seconds
         assert pixels is not None  # a ModelInput holds pixels or images
