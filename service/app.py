@@ -25,6 +25,7 @@ from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
 from service.security import install_security
 from service.settings import Settings
+from service.spool import SpoolBudget
 from service.state import AppState
 
 log = logging.getLogger("service.app")
@@ -72,6 +73,7 @@ def _lifespan(
                 max_pixels=settings.max_image_pixels,
                 max_request_pixels=settings.max_request_pixels,
             ),
+            spool=SpoolBudget(settings.max_spool_bytes),
         )
         metrics.watch_readiness(lambda: state.registry.serving)
         # Before loading: a scrape during start-up already says cnn_ready 0.

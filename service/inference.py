@@ -32,7 +32,9 @@ async def run_images(
     """Read, decode and preprocess the request's images, then run them through the batcher."""
     limit = call.settings.max_images_per_request
     with call.served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
-        images = await read_images(request, max_images=min(limit, max_images or limit))
+        images = await read_images(
+            request, max_images=min(limit, max_images or limit), spool=call.state.spool
+        )
         started = time.perf_counter()
         preprocess = call.served.loaded.preprocess
         prepared = await call.state.pipeline.prepare(preprocess, images, call.deadline)

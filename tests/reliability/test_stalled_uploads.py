@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import Digits, running_server
-from tests.reliability.raw_http import address, post_head
+from tests.reliability.raw_http import address, open_deleted_files, post_head, read_response
 
 DELAY_MS = 200
+MB = 1024 * 1024
 
 
 @pytest.mark.slow
@@ -78,3 +82,55 @@ def test_clients_that_leave_mid_upload_are_499_not_500(tmp_path: Path, digits: D
     assert "500" not in statuses
     assert "Traceback" not in log
     assert log.count('"error":"client_disconnected"') == 6, log[-3000:]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.slow
+def test_stalled_and_aborted_multipart_uploads_leave_no_spool_files(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    part = b"\0" * (2 * MB)  # past Starlette's 1 MB: spooled to a file
+    head, first = multipart_head_and_part(part)
+    env = {
+        "CNN_TEMP_DIR": str(spool),
+        "CNN_BODY_TIMEOUT_S": "2",
+        "CNN_MAX_SPOOL_BYTES": str(7 * MB),  # room for three stalled uploads, not four
+    }
+    with running_server(tmp_path, env=env) as server:
+        pid = server.process.pid
+        with ExitStack() as stack:
+            socks = [
+                stack.enter_context(socket.create_connection(address(server.base_url)))
+                for _ in range(3)
+            ]
+            for sock in socks:
+                sock.sendall(head + first)  # and stall
+            assert wait_for(lambda: open_deleted_files(pid, spool) == 3, 10)
+            with socket.create_connection(address(server.base_url)) as fourth:
+                fourth.sendall(head + first)
+                status, body = read_response(fourth, timeout=10)
+            held_at_limit = open_deleted_files(pid, spool)
+            started = time.monotonic()
+            # The stalled three: 408 within the body timeout, their files gone.
+            answers = [read_response(sock, timeout=15)[0] for sock in socks]
+            cleared_s = time.monotonic() - started
+        held_after_stall = open_deleted_files(pid, spool)
+        for _ in range(5):  # and uploads that stop halfway and disconnect
+            with socket.create_connection(address(server.base_url)) as sock:
+                sock.sendall(head + first)
+                time.sleep(0.2)
+        cleared = wait_for(lambda: open_deleted_files(pid, spool) == 0, 5)
+        log = server.log()
+    assert status == 503 and json.loads(body)["code"] == "overloaded"
+    assert held_at_limit == 3
+    assert answers == [408] * 3 and cleared_s < 10
+    assert held_after_stall == 0 and cleared
+    assert "Traceback" not in log
