@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from models.card import InputSpec
 
+_ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
@@ -25,6 +26,17 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     pixels = np.asarray(image, dtype=np.float32)
     top = 1.0 if image.mode == "F" else 65535.0
     return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8))
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    """The image as the camera's EXIF orientation says to show it.
+
+    `ImageOps.exif_transpose` copies an image that needs no turning (most of them):
+    for a 40 M pixel photo that copy is 160 MB of memory for nothing.
+    """
+    if image.getexif().get(_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -55,7 +67,7 @@ class Preprocessor:
 
     def to_uint8(self, image: Image.Image) -> NDArray[np.uint8]:
         """Orient, convert and resize: the [C,H,W] uint8 pixels the model will see."""
-        image = ImageOps.exif_transpose(image)
+        image = _oriented(image)
         image = _flatten_alpha(_to_8bit(image))
         if image.mode != self._mode:
             image = image.convert(self._mode)

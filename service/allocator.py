@@ -38,3 +38,21 @@ def keep_freed_memory(threshold: int = THRESHOLD_BYTES) -> bool:
     )
     log.debug("malloc thresholds", extra={"bytes": threshold, "applied": applied})
     return applied
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the system (malloc_trim); False where there is none.
+
+    For after a rare large allocation (a full-size image decode): the thresholds above
+    would otherwise keep its memory resident for good, in every thread's arena.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

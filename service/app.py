@@ -20,7 +20,7 @@ from service.heap import freeze_startup_heap
 from service.lifecycle import Lifecycle
 from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
-from service.middleware import ArrivalTracking, BodySizeLimit, HeaderSizeLimit
+from service.middleware import ArrivalTracking, BodyReadTimeout, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability
 from service.openapi import install_openapi
 from service.pipeline import ImagePipeline
@@ -28,6 +28,7 @@ from service.problems import install_problem_handlers
 from service.registry import ModelRegistry
 from service.security import install_security
 from service.settings import Settings
+from service.spool import SpoolBudget
 from service.state import AppState
 
 log = logging.getLogger("service.app")
@@ -72,8 +73,12 @@ def _lifespan(
             registry=lifecycle.registry,
             executor=executor,
             pipeline=ImagePipeline(
-                executor, workers=settings.preprocess_workers, max_pixels=settings.max_image_pixels
+                executor,
+                workers=settings.preprocess_workers,
+                max_pixels=settings.max_image_pixels,
+                max_request_pixels=settings.max_request_pixels,
             ),
+            spool=SpoolBudget(settings.max_spool_bytes),
         )
         metrics.watch_readiness(lambda: state.registry.serving)
         # Before loading: a scrape during start-up already says cnn_ready 0.
@@ -101,6 +106,11 @@ def _install_middleware(
     app: FastAPI, settings: Settings, metrics: Metrics, arrivals: Arrivals
 ) -> None:
     """Added innermost first: each one added wraps those added before it."""
+    app.add_middleware(
+        BodyReadTimeout,
+        idle_s=settings.body_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(ArrivalTracking, arrivals=arrivals)
     app.add_middleware(HeaderSizeLimit, limit=settings.max_header_bytes)

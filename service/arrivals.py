@@ -1,8 +1,10 @@
 """Requests on their way to a batcher: what lets a worker wait for company only when it is coming.
 
-The server counts a request from the moment it arrives (an ASGI middleware), so
-while the event loop is still parsing, routing or decoding others, a worker knows
-company is on its way and holds its batch open for it (up to the delay).
+The server counts a request from the moment its body has fully arrived (an ASGI
+middleware watches the last body chunk), so while the event loop is still parsing,
+routing or decoding others, a worker knows company is on its way and holds its
+batch open for it (up to the delay). A request still uploading is not counted: an
+upload that stalls must not make every lone request wait out the delay.
 """
 
 from __future__ import annotations
@@ -29,9 +31,17 @@ class Arrivals:
             self._watchers.append(condition)
 
     def arrive(self) -> Arrival:
+        ticket = Arrival(self)
+        ticket.arrive()
+        return ticket
+
+    def ticket(self) -> Arrival:
+        """A ticket for a request whose body is still on its way: counted once it `arrive`s."""
+        return Arrival(self)
+
+    def _arrive(self) -> None:
         with self._lock:
             self._pending += 1
-        return Arrival(self)
 
     def _settle(self) -> None:
         with self._lock:
@@ -44,12 +54,22 @@ class Arrivals:
 
 @dataclass(eq=False)
 class Arrival:
-    """One arrived request; settled once, when it is queued or when it ends without that."""
+    """One request: counted once it arrives; settled once, when it is queued or ends without that.
+
+    A ticket settled before it arrived is never counted.
+    """
 
     arrivals: Arrivals
+    arrived: bool = False
     settled: bool = False
+
+    def arrive(self) -> None:
+        if not self.arrived and not self.settled:
+            self.arrived = True
+            self.arrivals._arrive()
 
     def settle(self) -> None:
         if not self.settled:
             self.settled = True
-            self.arrivals._settle()
+            if self.arrived:
+                self.arrivals._settle()

@@ -66,6 +66,31 @@ class HeadersTooLarge(ServiceError):
     status, code, title = 431, "headers_too_large", "The request head is too large"
 
 
+class TooManyPixels(ServiceError):
+    status, code, title = (
+        413,
+        "too_many_pixels",
+        "The request's images have more pixels than allowed",
+    )
+    rejection = "too_large"
+
+
+class MalformedRequest(ServiceError):
+    status, code, title = 400, "malformed_request", "The request is not valid HTTP/1.1"
+
+
+class HeadTimeout(ServiceError):
+    status, code, title = 408, "header_timeout", "The request head did not arrive in time"
+
+
+class BodyTimeout(ServiceError):
+    status, code, title = 408, "body_timeout", "The request body did not arrive in time"
+
+    def __init__(self, detail: str) -> None:
+        # The rest of the body may still come: the connection cannot carry another request.
+        super().__init__(detail, headers={"Connection": "close"})
+
+
 class ResponseTooLarge(ServiceError):
     status, code, title = 413, "response_too_large", "The response would be over the size limit"
 

@@ -22,8 +22,6 @@ from numpy.typing import NDArray
 from models.layers import FeatureLayer
 from service.errors import InvalidParameter, ResponseTooLarge, ServiceError, UnknownLayer
 
-# Largest feature-map body (JSON with values, or npz) the service builds.
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # The shortest a float can be in JSON ("0.0" and a separator): a lower bound on the size.
 _MIN_JSON_BYTES_PER_VALUE = 4
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -95,10 +93,10 @@ def channel_stats(maps: NDArray[np.float32]) -> dict[str, list[float]]:
     }
 
 
-def _too_large(size: int, what: str, *, at_least: bool = False) -> ResponseTooLarge:
+def _too_large(size: int, what: str, limit: int, *, at_least: bool = False) -> ResponseTooLarge:
     amount = f"at least {size}" if at_least else str(size)
     return ResponseTooLarge(
-        f"the {what} would be {amount} bytes; the limit is {MAX_RESPONSE_BYTES}: "
+        f"the {what} would be {amount} bytes; the limit is {limit} (CNN_MAX_RESPONSE_BYTES): "
         "ask for fewer layers, or for the values as format=npz"
     )
 
@@ -108,7 +106,7 @@ def json_layer_chunks(
     maps: Mapping[str, NDArray[np.float32]],
     *,
     values: bool,
-    limit: int = MAX_RESPONSE_BYTES,
+    limit: int,
 ) -> list[bytes]:
     """The layers' JSON entries, one chunk each (separators included): stats, maybe values.
 
@@ -118,7 +116,9 @@ def json_layer_chunks(
     if values:
         count = sum(maps[layer.name].size for layer in layers)
         if count * _MIN_JSON_BYTES_PER_VALUE > limit:  # refused without encoding anything
-            raise _too_large(count * _MIN_JSON_BYTES_PER_VALUE, "JSON response", at_least=True)
+            raise _too_large(
+                count * _MIN_JSON_BYTES_PER_VALUE, "JSON response", limit, at_least=True
+            )
     chunks: list[bytes] = []
     total = 0
     for index, layer in enumerate(layers):
@@ -132,18 +132,18 @@ def json_layer_chunks(
         if total <= limit:
             chunks.append(chunk)
     if total > limit:
-        raise _too_large(total, "JSON response")
+        raise _too_large(total, "JSON response", limit)
     return chunks
 
 
-def kernels_json(body: Mapping[str, Any], limit: int = MAX_RESPONSE_BYTES) -> bytes:
+def kernels_json(body: Mapping[str, Any], limit: int) -> bytes:
     """A kernels document (weights as NumPy arrays), refused when over `limit`."""
     count = sum(v.size for v in body.values() if isinstance(v, np.ndarray))
     if count * _MIN_JSON_BYTES_PER_VALUE > limit:
-        raise _too_large(count * _MIN_JSON_BYTES_PER_VALUE, "JSON response", at_least=True)
+        raise _too_large(count * _MIN_JSON_BYTES_PER_VALUE, "JSON response", limit, at_least=True)
     encoded = orjson.dumps(dict(body), option=_JSON_OPTIONS)
     if len(encoded) > limit:
-        raise _too_large(len(encoded), "JSON response")
+        raise _too_large(len(encoded), "JSON response", limit)
     return encoded
 
 
@@ -207,9 +207,9 @@ class NpzStream:
             total += self._PER_MEMBER + 2 * member + len(self._header(array)) + array.nbytes
         return total
 
-    def check(self, limit: int = MAX_RESPONSE_BYTES) -> None:
+    def check(self, limit: int) -> None:
         if self.size > limit:
-            raise _too_large(self.size, "npz file")
+            raise _too_large(self.size, "npz file", limit)
 
     def chunks(self) -> Iterator[bytes]:
         """The file, one layer at a time: only one layer's bytes are held at once."""

@@ -40,9 +40,12 @@ async def prepare_images(
 ) -> torch.Tensor:
     """The request's images as the model's uint8 [N,C,H,W] pixels (decoded, resized)."""
     limit = call.settings.max_images_per_request
-    images = await read_images(request, max_images=min(limit, max_images or limit))
+    images = await read_images(
+        request, max_images=min(limit, max_images or limit), spool=call.state.spool
+    )
     started = time.perf_counter()
-    prepared = await call.state.pipeline.prepare(call.served.loaded.preprocess, images)
+    preprocess = call.served.loaded.preprocess
+    prepared = await call.state.pipeline.prepare(preprocess, images, call.deadline)
     call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
     return prepared.pixels
 

@@ -13,10 +13,10 @@ import binascii
 from typing import Any
 
 import orjson
-from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidBody, ServiceError, TooManyImages, UnsupportedMediaType
+from service.spool import SpoolBudget, read_form
 
 IMAGE_MEDIA_TYPES = (
     "image/png",
@@ -33,12 +33,12 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_images(request: Request, *, max_images: int) -> list[bytes]:
+async def read_images(request: Request, *, max_images: int, spool: SpoolBudget) -> list[bytes]:
     kind = media_type(request)
     if kind.startswith("image/") or kind == "application/octet-stream":
         return [await request.body()]
     if kind == "multipart/form-data":
-        return await _multipart_images(request, max_images)
+        return await _multipart_images(request, max_images, spool)
     if kind == "application/json":
         return _json_images(await request.body(), max_images)
     accepted = ", ".join((*IMAGE_MEDIA_TYPES, "multipart/form-data", "application/json"))
@@ -56,19 +56,21 @@ def check_image_count(count: int, max_images: int) -> None:
         raise InvalidBody("the request carries no image")
 
 
-async def _multipart_images(request: Request, max_images: int) -> list[bytes]:
+async def _multipart_images(request: Request, max_images: int, spool: SpoolBudget) -> list[bytes]:
     try:
-        form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
-    except ServiceError:
+        images = await read_form(
+            request.headers,
+            request.stream(),
+            spool,
+            max_files=max_images + 1,
+            max_fields=max_images + 16,
+        )
+    except (ServiceError, ClientDisconnect):
         raise
     except Exception as exc:  # starlette raises its own and python-multipart's errors
         raise InvalidBody(f"malformed multipart body: {exc}") from exc
-    try:
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        check_image_count(len(files), max_images)
-        return [await upload.read() for upload in files]
-    finally:
-        await form.close()
+    check_image_count(len(images), max_images)
+    return images
 
 
 def decode_base64(text: str | bytes, where: str) -> bytes:

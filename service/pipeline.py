@@ -1,10 +1,16 @@
 """From request bytes to model input: decode and preprocess off the event loop.
 
 Headers are read on the event loop (cheap: format and size only, which also
-enforces the pixel limit before any decoding). Decoding runs in a thread pool,
-a request with many images spread across its threads, except for tiny images:
-a 28x28 digit decodes in tens of microseconds, less than the hop to a pool
-thread and back costs, so those are finished in place.
+enforces the per-image and per-request pixel limits before any decoding).
+Decoding runs in a thread pool, a request with many images spread across its
+threads, except for tiny images: a 28x28 digit decodes in tens of microseconds,
+less than the hop to a pool thread and back costs, so those are finished in place.
+
+Memory: each thread decodes one image, resizes it to the model's size and frees
+the full-size decode before it starts the next. The pool's threads are the only
+places a full-size decode happens, so at most `workers` of them exist at once
+across every request, whatever the requests hold; a large one's freed memory is
+handed back to the system at once (service.allocator).
 """
 
 from __future__ import annotations
@@ -20,10 +26,15 @@ import torch
 from PIL import Image
 
 from models import Preprocessor
+from service.allocator import release_freed_memory
+from service.errors import RequestTimeout, TooManyPixels
 from service.imaging import load_image, open_image
 
 # Up to this many pixels in a whole request, decoding in place beats a thread hop.
 INLINE_PIXELS = 64 * 64
+# A decode at least this large hands its freed memory back to the system when done:
+# kept, as glibc keeps it (see service.allocator), a few would stay resident for good.
+RELEASE_PIXELS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -32,28 +43,62 @@ class PreparedImages:
     seconds: float  # decode + preprocess, summed over the images
 
 
+def _check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise RequestTimeout(f"the request's deadline passed {what}; nothing was queued")
+
+
 class ImagePipeline:
-    def __init__(self, executor: Executor, *, workers: int, max_pixels: int) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        workers: int,
+        max_pixels: int,
+        max_request_pixels: int | None = None,
+    ) -> None:
         self._executor = executor
         self._workers = workers
         self._max_pixels = max_pixels
+        self._max_request_pixels = max_request_pixels
 
     @staticmethod
     def _prepare(
-        preprocess: Preprocessor, images: Sequence[Image.Image], first_index: int
+        preprocess: Preprocessor,
+        images: Sequence[Image.Image],
+        first_index: int,
+        deadline: float | None = None,
     ) -> tuple[list[np.ndarray], float]:
         started = time.perf_counter()
-        arrays = [
-            preprocess.to_uint8(load_image(image, index=first_index + i))
-            for i, image in enumerate(images)
-        ]
+        arrays = []
+        for i, image in enumerate(images):
+            _check_deadline(deadline, "while its images were decoded")
+            large = image.width * image.height >= RELEASE_PIXELS
+            try:
+                arrays.append(preprocess.to_uint8(load_image(image, index=first_index + i)))
+            finally:
+                image.close()  # the full-size decode goes before the next image's comes
+            if large:
+                release_freed_memory()
         return arrays, time.perf_counter() - started
 
-    async def prepare(self, preprocess: Preprocessor, data: Sequence[bytes]) -> PreparedImages:
-        started = time.perf_counter()
+    def _open_all(self, data: Sequence[bytes]) -> list[Image.Image]:
         images = [
             open_image(blob, max_pixels=self._max_pixels, index=i) for i, blob in enumerate(data)
         ]
+        total = sum(image.width * image.height for image in images)
+        if self._max_request_pixels is not None and total > self._max_request_pixels:
+            raise TooManyPixels(
+                f"the request's {len(images)} images have {total} pixels together; "
+                f"the limit is {self._max_request_pixels} (CNN_MAX_REQUEST_PIXELS)"
+            )
+        return images
+
+    async def prepare(
+        self, preprocess: Preprocessor, data: Sequence[bytes], deadline: float | None = None
+    ) -> PreparedImages:
+        started = time.perf_counter()
+        images = self._open_all(data)
         header_s = time.perf_counter() - started
         if sum(image.width * image.height for image in images) <= INLINE_PIXELS:
             arrays, seconds = self._prepare(preprocess, images, 0)
@@ -63,11 +108,17 @@ class ImagePipeline:
         parts = await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    self._executor, self._prepare, preprocess, images[start : start + step], start
+                    self._executor,
+                    self._prepare,
+                    preprocess,
+                    images[start : start + step],
+                    start,
+                    deadline,
                 )
                 for start in range(0, len(images), step)
             )
         )
+        _check_deadline(deadline, "while its images were decoded")
         arrays = [array for part, _ in parts for array in part]
         return PreparedImages(
             pixels=torch.from_numpy(np.stack(arrays)), seconds=header_s + sum(s for _, s in parts)

@@ -23,6 +23,9 @@ from service.errors import ServiceError
 from service.trace import trace_of
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# A client that left before its request was read is its own outcome, as nginx counts it:
+# no server error, no traceback; the answer is recorded (metrics, log) and goes nowhere.
+CLIENT_CLOSED_REQUEST = 499
 V2_PREFIX = "/v2"  # the Open Inference Protocol's paths keep its own error shape
 
 # Starlette's own HTTP errors: code, title, and the rejection reason where there is one.
@@ -33,9 +36,7 @@ _HTTP_CODES = {
 }
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
-) -> Response:
+def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
     body: dict[str, Any] = {
         "type": f"https://cnn-serve.dev/problems/{code}",
         "title": title,
@@ -43,7 +44,14 @@ def problem(
         "detail": detail,
         "code": code,
     }
-    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return orjson.dumps(body)
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = problem_body(status, code, title, detail)
+    return Response(body, status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def is_v2_path(path: str) -> bool:
@@ -107,15 +115,11 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
-    # The connection closed before the body was complete: the client left, or uvicorn closed
-    # it on a body it could not parse (and answered that itself). Nobody reads this answer;
-    # the log line and the metrics record it, without the traceback of an unexpected error.
+    assert isinstance(exc, ClientDisconnect)
+    title = "The client closed the connection before the request was read"
+    detail = "the client disconnected while sending the request body"
     return error_response(
-        request.scope,
-        400,
-        "client_disconnected",
-        "The connection closed before the request was read",
-        "the connection closed before the request body was complete",
+        request.scope, CLIENT_CLOSED_REQUEST, "client_disconnected", title, detail
     )
 
 

@@ -15,7 +15,7 @@ from service.app import create_app
 from service.devices import DeviceUnavailable
 from service.lifecycle import Lifecycle
 from service.logs import configure_logging
-from service.protocols import ProblemHttpToolsProtocol
+from service.protocol import connection_options
 from service.settings import Settings
 from service.shutdown import GracefulServer
 
@@ -64,7 +64,7 @@ def serve(settings: Settings) -> int:
         # ceil: a grace of 0 must mean "do not wait" (uvicorn reads None as "wait forever").
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
-        http=ProblemHttpToolsProtocol,  # unparseable requests get problem+json, not text/plain
+        **connection_options(settings),
     )
     server = GracefulServer(
         config, drain_s=settings.shutdown_drain_s, begin_draining=lifecycle.begin_draining

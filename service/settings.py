@@ -127,6 +127,39 @@ class Settings(BaseSettings):
     activation_window_images: int = Field(
         1000, ge=1, description="images per activation-monitoring window"
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest time a request head may take to arrive, from its first byte "
+        "(from connecting, for a connection's first request): then 408 and the connection closes",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for the next piece of a request body: 408"
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="an idle keep-alive connection is closed after this many seconds"
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="open connections (idle keep-alive included) per process, at most; "
+        "a request arriving over it gets 503",
+    )
+    max_request_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="pixels in all the images of one request together, at most "
+        "(checked from the headers before decoding)",
+    )
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="response body size limit (413)"
+    )
+    max_spool_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=0,
+        description="multipart file bytes held by all uploads in progress together, at most "
+        "(memory and CNN_TEMP_DIR); past it 503",
+    )
 
     @field_validator("models", mode="before")
     @classmethod

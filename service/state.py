@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.pipeline import ImagePipeline
 from service.registry import ModelRegistry, ServedModel
 from service.settings import Settings
+from service.spool import SpoolBudget
 from service.trace import RequestTrace
 
 
@@ -17,6 +18,7 @@ class AppState:
     registry: ModelRegistry
     executor: ThreadPoolExecutor
     pipeline: ImagePipeline
+    spool: SpoolBudget  # multipart file bytes held across requests
 
 
 @dataclass(frozen=True, slots=True)

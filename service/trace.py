@@ -18,6 +18,7 @@ _PHASES = (("preprocess", "preprocess_s"), ("queue", "queue_wait_s"), ("inferenc
 class RequestTrace:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    arrived: float = field(default_factory=time.monotonic)  # the deadline counts from here
     model: str | None = None
     images: int | None = None
     preprocess_s: float | None = None  # decode + preprocess, as long as the request waited on it

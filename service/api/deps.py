@@ -9,7 +9,6 @@ parameter may come as a query parameter instead, and is otherwise the default.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -42,7 +41,8 @@ def _call(request: Request, name: str | None, version: str | None = None) -> Mod
     served = registry.get(name, version)
     trace = trace_of(request.scope)
     trace.model = served.name
-    return ModelCall(state, served, time.monotonic() + state.settings.request_timeout_s, trace)
+    # From arrival: the deadline covers the upload and the decoding, not only the queue.
+    return ModelCall(state, served, trace.arrived + state.settings.request_timeout_s, trace)
 
 
 async def model_call(request: Request, name: str | None = None) -> ModelCall:

@@ -37,7 +37,7 @@ from service.rendering import (
     kernel_grid_png,
     parse_channels,
 )
-from service.responses import json_response
+from service.responses import json_response, pieces, sized_response
 from service.state import ModelCall
 
 router = APIRouter(prefix="/v1", tags=["feature maps"])
@@ -74,7 +74,8 @@ _LAYER_PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {**IMAGE_PROBLEM_RESPONSES[404], "description": "unknown_model, unknown_layer"},
     413: {
         **IMAGE_PROBLEM_RESPONSES[413],
-        "description": "payload_too_large, too_many_images, image_too_large, response_too_large",
+        "description": "payload_too_large, too_many_images, image_too_large, too_many_pixels, "
+        "response_too_large",
     },
 }
 
@@ -134,10 +135,11 @@ async def feature_maps(
     probabilities, maps = await _one_image_maps(request, call, chosen)
     prediction = rank_top_k(probabilities, served.card.labels, top_k)[0]
     if fmt == "npz":
-        return _npz_response(served, maps, prediction)
+        return _npz_response(served, maps, prediction, call.settings.max_response_bytes)
     if fmt == "png":
         return await _png_response(served, chosen[0], maps, prediction, channels, scale or 1)
-    return await _json_response(served, chosen, maps, prediction, include == "values")
+    limit = call.settings.max_response_bytes
+    return await _json_response(served, chosen, maps, prediction, include == "values", limit)
 
 
 async def _json_response(
@@ -146,29 +148,28 @@ async def _json_response(
     maps: Maps,
     prediction: dict[str, Any],
     values: bool,
+    limit: int,
 ) -> Response:
     head = {"model": served.name, "dtype": served.plan.dtype_name, "prediction": prediction}
-    entries = await run_in_threadpool(json_layer_chunks, layers, maps, values=values)
-    chunks = json_body_chunks(head, entries)
-    if not values:
-        return Response(b"".join(chunks), media_type="application/json")
-    # Values can run to megabytes: send the encoded layers as they are, never joined.
-    size = sum(len(chunk) for chunk in chunks)
-    return StreamingResponse(
-        iter(chunks), media_type="application/json", headers={"Content-Length": str(size)}
-    )
+    entries = await run_in_threadpool(json_layer_chunks, layers, maps, values=values, limit=limit)
+    # Values can run to megabytes: the encoded layers are sent as they are, never joined.
+    return sized_response(json_body_chunks(head, entries), "application/json")
 
 
-def _npz_response(served: ServedModel, maps: Maps, prediction: dict[str, Any]) -> Response:
+def _npz_response(
+    served: ServedModel, maps: Maps, prediction: dict[str, Any], limit: int
+) -> Response:
     stream = NpzStream(maps)
-    stream.check()
+    stream.check(limit)
     headers = {
         **prediction_headers(prediction, served.plan.dtype_name),
         "Content-Length": str(stream.size),
         "Content-Disposition": f'attachment; filename="{served.name}-feature-maps.npz"',
     }
     # A sync generator: Starlette runs each step in its thread pool, off the event loop.
-    return StreamingResponse(stream.chunks(), media_type="application/x-npz", headers=headers)
+    return StreamingResponse(
+        pieces(stream.chunks()), media_type="application/x-npz", headers=headers
+    )
 
 
 async def _png_response(
@@ -218,4 +219,5 @@ async def kernels(
         "weights": weights,
         "bias": found.bias,
     }
-    return Response(await run_in_threadpool(kernels_json, body), media_type="application/json")
+    encoded = await run_in_threadpool(kernels_json, body, call.settings.max_response_bytes)
+    return sized_response([encoded], "application/json")

@@ -75,7 +75,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 IMAGE_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     **PROBLEM_RESPONSES,
     400: _problem("invalid_image, invalid_body"),
-    413: _problem("payload_too_large, too_many_images, image_too_large"),
+    413: _problem("payload_too_large, too_many_images, image_too_large, too_many_pixels"),
     415: _problem("unsupported_media_type, unsupported_image_format"),
     503: _problem("overloaded (with Retry-After), not_ready"),
     504: _problem("timeout"),

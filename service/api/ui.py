@@ -77,7 +77,9 @@ def render_input(data: bytes, preprocess: Preprocessor, *, max_pixels: int) -> b
     openapi_extra=IMAGE_REQUEST_BODY,
 )
 async def preprocessed(request: Request, call: ModelCallDep) -> Response:
-    images = await read_images(request, max_images=call.settings.max_images_per_request)
+    images = await read_images(
+        request, max_images=call.settings.max_images_per_request, spool=call.state.spool
+    )
     if len(images) != 1:
         raise InvalidBody(f"this endpoint renders one image; the request carries {len(images)}")
     data, preprocess = images[0], call.served.loaded.preprocess

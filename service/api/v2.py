@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.deps import RegistryDep, VersionedModelCallDep
+from service.responses import sized_response
 from service.v2.codec import HEADER_LENGTH
 from service.v2.infer import infer
 from service.v2.model import layer_shapes, metadata
@@ -110,6 +111,6 @@ async def model_metadata(call: VersionedModelCallDep) -> dict[str, Any]:
 async def model_infer(request: Request, call: VersionedModelCallDep) -> Response:
     answer = await infer(request, call)
     if answer.header_length is None:
-        return Response(answer.body, media_type="application/json")
+        return sized_response([answer.body], "application/json")
     headers = {HEADER_LENGTH: str(answer.header_length)}
-    return Response(answer.body, headers=headers, media_type="application/octet-stream")
+    return sized_response([answer.body], "application/octet-stream", headers)

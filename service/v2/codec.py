@@ -311,6 +311,23 @@ def encode_response(
     return b"".join([header, *chunks]), len(header)
 
 
+# The fewest bytes one element takes in JSON: a digit and a separator.
+_MIN_JSON_BYTES_PER_ELEMENT = 2
+
+
+def response_size_floor(outputs: Sequence[ResponseTensor]) -> int:
+    """A lower bound on the encoded body, computed before anything is encoded."""
+    total = 0
+    for output in outputs:
+        if isinstance(output.data, list):
+            total += sum(len(s) for s in output.data) + 4 * len(output.data)
+        elif output.binary:
+            total += output.data.size * NUMERIC[output.datatype].itemsize
+        else:
+            total += output.data.size * _MIN_JSON_BYTES_PER_ELEMENT
+    return total
+
+
 def _tensor_bytes(output: ResponseTensor) -> bytes:
     if isinstance(output.data, list):
         return b"".join(part for s in output.data for part in (len(s).to_bytes(4, "little"), s))

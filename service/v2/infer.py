@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from service.batch_run import ItemResult
+from service.errors import ResponseTooLarge
 from service.inference import submit_pixels
 from service.registry import ServedModel
 from service.state import ModelCall
@@ -19,6 +20,7 @@ from service.v2.codec import (
     RequestedOutput,
     encode_response,
     parse_request,
+    response_size_floor,
 )
 from service.v2.model import (
     Layers,
@@ -56,15 +58,28 @@ def _decode(
     return _Decoded(request, decoded, outputs, time.perf_counter() - started)
 
 
+def _too_large(size: str, limit: int) -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"the response would be {size} bytes; the limit is {limit} (CNN_MAX_RESPONSE_BYTES): "
+        "ask for fewer outputs or fewer images per request"
+    )
+
+
 def _encode(
-    result: ItemResult, decoded: _Decoded, served: ServedModel, labels: Sequence[str]
+    result: ItemResult, decoded: _Decoded, served: ServedModel, labels: Sequence[str], limit: int
 ) -> Answer:
+    outputs = response_tensors(result, decoded.outputs, labels)
+    floor = response_size_floor(outputs)
+    if floor > limit:  # refused before encoding anything
+        raise _too_large(f"at least {floor}", limit)
     body, header_length = encode_response(
         model_name=served.name,
         model_version=served.card.version,
         request_id=decoded.request.id,
-        outputs=response_tensors(result, decoded.outputs, labels),
+        outputs=outputs,
     )
+    if len(body) > limit:
+        raise _too_large(str(len(body)), limit)
     return Answer(body, header_length)
 
 
@@ -82,7 +97,7 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         pixels, seconds = decoded.model_input.pixels, decoded.seconds
         if decoded.model_input.images is not None:
             prepared = await call.state.pipeline.prepare(
-                served.loaded.preprocess, decoded.model_input.images
+                served.loaded.preprocess, decoded.model_input.images, call.deadline
             )
             pixels, seconds = prepared.pixels, seconds + prepared.seconds
         assert pixels is not None  # a ModelInput holds pixels or images
@@ -90,4 +105,5 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         capture = captured_layers(decoded.outputs)
         result = await submit_pixels(call, pixels, capture=capture, arrival=arrival)
     labels = served.card.labels
-    return await loop.run_in_executor(executor, _encode, result, decoded, served, labels)
+    limit = call.settings.max_response_bytes
+    return await loop.run_in_executor(executor, _encode, result, decoded, served, labels, limit)

@@ -6,7 +6,6 @@ import json
 import select
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -14,36 +13,9 @@ import pytest
 import models
 from models.evaluate import predict
 from tests.helpers import Digits, running_server
+from tests.reliability.raw_http import address, read_response
 
 LIMIT = 64 * 1024
-
-
-def address(base_url: str) -> tuple[str, int]:
-    parts = urlsplit(base_url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
-
-
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """Status and body of one HTTP/1.1 response with a Content-Length (or up to close)."""
-    sock.settimeout(30)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-    if lengths:
-        length = int(lengths[0].split(b":")[1])
-        while len(body) < length:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            body += piece
-    return status, body
 
 
 def send_chunked_until_answered(sock: socket.socket, offered: int) -> int:

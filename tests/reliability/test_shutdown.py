@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from models import InputSpec, save_checkpoint
 from models.architectures import MnistCNN
 from tests.helpers import Digits, running_server
+from tests.reliability.raw_http import address, post_head
 
 CLIENTS = 16
 
@@ -101,3 +104,25 @@ def test_sigterm_under_load_finishes_every_accepted_request_and_exits_0(
     assert finished_after and any(o.result == "200" for o in finished_after)
     assert all(o.result in ("200", "503 not_ready") for o in finished_after)
     assert "draining" in log and "Cancel" not in log
+
+
+@pytest.mark.slow
+def test_sigterm_with_stalled_uploads_exits_within_the_body_timeout(tmp_path: Path) -> None:
+    env = {
+        "CNN_BODY_TIMEOUT_S": "3",
+        "CNN_SHUTDOWN_DRAIN_S": "0.5",
+        "CNN_SHUTDOWN_GRACE_S": "25",
+    }
+    with running_server(tmp_path, env=env) as server, ExitStack() as stack:
+        for kind in ("image/png", "multipart/form-data; boundary=x") * 5:
+            sock = stack.enter_context(socket.create_connection(address(server.base_url)))
+            sock.sendall(post_head("/v1/classify", kind, 1_000_000) + b"--x\r\n")  # then nothing
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=60)
+        took = time.monotonic() - started
+        log = server.log()
+    assert exit_code == 0
+    assert took < 3 + 0.5 + 4, took  # the body timeout and the drain, not the 25 s grace
+    assert "Traceback" not in log and '"level":"error"' not in log

@@ -25,7 +25,7 @@ from service.app import create_app
 from service.batching import Batcher
 from service.devices import plan_for
 from service.engine import Engine
-from service.features import MAX_RESPONSE_BYTES, NpzStream
+from service.features import NpzStream
 from service.rendering import VIRIDIS, default_kernel_scale, minmax_levels, parse_channels
 from service.settings import Settings
 from tests.conftest import AppClientFactory
@@ -323,7 +323,7 @@ async def test_resnet18_every_layer_and_every_call_equals_forward_hooks(
     )
     assert everything.status_code == 413 and everything.json()["code"] == "response_too_large"
     stated = int(everything.json()["detail"].split(" would be ")[1].split(" bytes")[0])
-    assert stated > MAX_RESPONSE_BYTES
+    assert stated > Settings().max_response_bytes
     kernels = await resnet_client.get(f"{base}/layers/conv1/kernels?scale=2")
     width, height = Image.open(io.BytesIO(kernels.content)).size
     assert (width, height) == (3 * 15 - 1, 64 * 15 - 1)  # 64 filters x 3 inputs of 7x7 at 2x
