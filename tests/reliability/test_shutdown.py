@@ -22,8 +22,9 @@ CLIENTS = 16
 
 
 def slow_checkpoint(tmp_path: Path) -> Path:
-    """The default architecture at 128x128 input: ~20x the work per image, so batches queue up."""
-    spec = InputSpec(channels=1, height=128, width=128, mean=(0.5,), std=(0.5,))
+    """The default architecture at 256x256 input: ~80x the work per image, so batches queue up
+    however fast the server answers (the clients, 16 threads in one process, must outpace it)."""
+    spec = InputSpec(channels=1, height=256, width=256, mean=(0.5,), std=(0.5,))
     return save_checkpoint(
         MnistCNN(num_classes=10, in_channels=1),
         out_dir=tmp_path / "slow",
