@@ -3,7 +3,8 @@
     python -m bench.compare_trees before=/tmp/old after=. [--rounds 2] [--seconds 8]
 
 Each tree's `service` and `models` packages are imported ahead of the installed ones
-(PYTHONPATH), with this checkout's interpreter and packages. The points are W1 c=1,
+(PYTHONPATH), with this checkout's interpreter and packages; W1 is each tree's own
+shipped model, W2 the same random-weight resnet18. The points are W1 c=1,
 W1 c=64 and W2 c=32 (bench/workloads.py); every round measures each tree at each point,
 the trees' order alternating between rounds so that neither always goes first. It prints
 req/s, p50 and p99 per run, then each tree's mean req/s over the first tree's.
@@ -12,6 +13,7 @@ req/s, p50 and p99 per run, then each tree's mean req/s over the first tree's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -28,7 +30,26 @@ from bench.workloads import Workload, prepare
 POINTS = (("W1", 1), ("W1", 64), ("W2", 32))
 
 
-def start(tree: Path, workload: Workload, port: int, threads: int) -> subprocess.Popen[bytes]:
+def card_for(tree: Path, workload: Workload, out: Path) -> Path | None:
+    """W1: the tree's own shipped model. Else the workload's card, with the fields a tree
+    older than the card format (2) would refuse left out: they do not touch the weights."""
+    if workload.key == "W1":
+        return None
+    if "card_format" in (tree / "models" / "card.py").read_text():
+        return workload.card
+    card = json.loads(workload.card.read_text())
+    for newer in ("card_format", "activation_profile"):
+        card.pop(newer, None)
+    legacy = out / "legacy" / workload.card.name
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_text(json.dumps(card))
+    weights = legacy.with_name(card["weights_file"])
+    if not weights.exists():
+        weights.symlink_to(workload.card.with_name(card["weights_file"]))
+    return legacy
+
+
+def start(tree: Path, card: Path | None, port: int, threads: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
@@ -37,7 +58,8 @@ def start(tree: Path, workload: Workload, port: int, threads: int) -> subprocess
     }
     command = [
         sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())",
-        "--host", "127.0.0.1", "--port", str(port), "--model", f"m={workload.card}",
+        "--host", "127.0.0.1", "--port", str(port),
+        *(("--model", f"m={card}") if card else ()),
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, cwd="/", stdout=subprocess.DEVNULL)
     ready = f"http://127.0.0.1:{port}/readyz"
@@ -53,9 +75,11 @@ def start(tree: Path, workload: Workload, port: int, threads: int) -> subprocess
     raise RuntimeError(f"{tree}: not ready in 120 s")
 
 
-def measure(hey: str, tree: Path, workload: Workload, c: int, seconds: float) -> tuple[float, ...]:
+def measure(
+    hey: str, tree: Path, workload: Workload, c: int, seconds: float, out: Path
+) -> tuple[float, ...]:
     port = procs.free_port()
-    process = start(tree, workload, port, threads=2)
+    process = start(tree, card_for(tree, workload, out), port, threads=2)
     try:
         url = f"http://127.0.0.1:{port}/v1/classify"
         load = Load(url, workload.body, workload.content_type, c, 2.0)
@@ -86,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, c in POINTS:
             order = trees if round_ % 2 == 0 else trees[::-1]
             for name, tree in order:
-                rps, p50, p99, failed = measure(hey, tree, workloads[key], c, args.seconds)
+                rps, p50, p99, failed = measure(
+                    hey, tree, workloads[key], c, args.seconds, args.out
+                )
                 rates.setdefault((f"{key} c={c}", name), []).append(rps)
                 print(f"{key} c={c} {name}: {rps:,.1f} req/s, p50 {p50:.2f} ms, "
                       f"p99 {p99:.2f} ms, failed {failed:.0f}", flush=True)  # fmt: skip

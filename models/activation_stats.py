@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,46 @@ def _rounded(values: Floats) -> tuple[float, ...]:
     return tuple(float(f"{v:.{_SIGNIFICANT_DIGITS}g}") for v in np.asarray(values).tolist())
 
 
+@dataclass(frozen=True)
+class MapSummary:
+    """What the statistics need of one layer's [N, C, H, W] maps for a batch: a few numbers
+    per channel and image instead of the maps (an engine reduces them on its device)."""
+
+    count: int  # activations
+    mean: float
+    m2: float  # sum of squared deviations from `mean`
+    zeros: int
+    channel_max: NDArray[np.float64]  # [C]
+    channel_means: NDArray[np.float64]  # [N, C]
+
+    @classmethod
+    def of(cls, maps: NDArray[np.floating]) -> MapSummary:
+        mean = float(maps.mean(dtype=np.float64)) if maps.size else 0.0
+        return cls(
+            count=int(maps.size),
+            mean=mean,
+            m2=float(np.square(maps - mean, dtype=np.float64).sum()),
+            zeros=int(np.count_nonzero(maps == 0)),
+            channel_max=maps.max(axis=(0, 2, 3)).astype(np.float64),
+            channel_means=channel_means(maps),
+        )
+
+
+def summarize_tensor(maps: torch.Tensor) -> MapSummary:
+    """MapSummary.of computed where the maps are (a GPU's memory): only the results move."""
+    x = maps.detach().float()
+    mean = x.mean(dtype=torch.float64)
+    deviation = x - mean.float()
+    return MapSummary(
+        count=x.numel(),
+        mean=float(mean),
+        m2=float((deviation * deviation).sum(dtype=torch.float64)),
+        zeros=int((x == 0).sum()),
+        channel_max=x.amax(dim=(0, 2, 3)).double().cpu().numpy(),
+        channel_means=x.mean(dim=(2, 3), dtype=torch.float64).cpu().numpy(),
+    )
+
+
 class RunningMoments:
     """Count, mean and variance of a stream of batches (Chan et al.'s pairwise update)."""
 
@@ -98,11 +139,15 @@ class RunningMoments:
         self._m2 = 0.0  # sum of squared deviations from the mean
 
     def add(self, values: NDArray[np.floating]) -> None:
-        n = values.size
+        if values.size:
+            batch_mean = float(values.mean(dtype=np.float64))
+            batch_m2 = float(np.square(values - batch_mean, dtype=np.float64).sum())
+            self.merge(values.size, batch_mean, batch_m2)
+
+    def merge(self, n: int, batch_mean: float, batch_m2: float) -> None:
+        """Add a batch given by its count, mean and sum of squared deviations."""
         if n == 0:
             return
-        batch_mean = float(values.mean(dtype=np.float64))
-        batch_m2 = float(np.square(values - batch_mean, dtype=np.float64).sum())
         delta = batch_mean - self.mean
         total = self.count + n
         self.mean += delta * n / total
@@ -126,17 +171,17 @@ class LayerStats:
         self.edges = None if edges is None else tuple(edges)
         self.counts = None if edges is None else np.zeros(len(edges) + 1, dtype=np.int64)
 
-    def update(self, maps: NDArray[np.floating]) -> NDArray[np.float64]:
-        """Add a batch; return its channel means [N, C]."""
-        self.moments.add(maps)
-        self.zeros += int(np.count_nonzero(maps == 0))
-        self.images += maps.shape[0]
-        peak = maps.max(axis=(0, 2, 3)).astype(np.float64)
+    def update(self, maps: NDArray[np.floating] | MapSummary) -> NDArray[np.float64]:
+        """Add a batch (its maps, or their summary); return its channel means [N, C]."""
+        batch = maps if isinstance(maps, MapSummary) else MapSummary.of(maps)
+        self.moments.merge(batch.count, batch.mean, batch.m2)
+        self.zeros += batch.zeros
+        self.images += batch.channel_means.shape[0]
+        peak = batch.channel_max
         self.channel_max = peak if self.channel_max is None else np.maximum(self.channel_max, peak)
-        means = channel_means(maps)
         if self.edges is not None and self.counts is not None:
-            self.counts += bin_counts(means, self.edges)
-        return means
+            self.counts += bin_counts(batch.channel_means, self.edges)
+        return batch.channel_means
 
     @property
     def zero_fraction(self) -> float:
@@ -243,9 +288,12 @@ class ActivationWindow:
         return int(self.predictions.classes.sum())
 
     def update(
-        self, features: Mapping[str, NDArray[np.floating]], probabilities: NDArray[np.floating]
+        self,
+        features: Mapping[str, NDArray[np.floating] | MapSummary],
+        probabilities: NDArray[np.floating],
     ) -> None:
-        """Add one batch: maps [N, C, H, W] of the watched layers, probabilities [N, classes]."""
+        """Add one batch: maps [N, C, H, W] (or their summaries) of the watched layers, and
+        probabilities [N, classes]."""
         for name, maps in features.items():
             if name in self.layers:
                 self.layers[name].update(maps)

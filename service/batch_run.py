@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from models.activation_stats import MapSummary
 from service.engine import EngineOutput
 from service.errors import InferenceFailed, RequestTimeout, ServiceError
 
@@ -32,7 +33,10 @@ class BatchRunner(Protocol):
     def device_name(self) -> str: ...
 
     def run(
-        self, inputs: Sequence[torch.Tensor], capture: frozenset[str] = ...
+        self,
+        inputs: Sequence[torch.Tensor],
+        capture: frozenset[str] = ...,
+        summarize: frozenset[str] = ...,
     ) -> EngineOutput: ...
 
 
@@ -52,7 +56,7 @@ class BatchSampler(Protocol):
     def layers_for_next_batch(self) -> frozenset[str]: ...
 
     def observe(
-        self, features: Mapping[str, NDArray[np.float32]], probabilities: NDArray[np.float32]
+        self, summaries: Mapping[str, MapSummary], probabilities: NDArray[np.float32]
     ) -> None: ...
 
 
@@ -129,14 +133,14 @@ class BatchRun:
         model: str,
         sampled: frozenset[str] = frozenset(),
     ) -> None:
-        """`sampled`: layers to capture for a BatchSampler, whatever the requests asked for."""
+        """`sampled`: layers to summarize for a BatchSampler, whatever the requests asked for."""
         self._runner = runner
         self._observer = observer
         self._model = model
         self._sampled = sampled
         self._started = time.monotonic()
         self.outcomes: list[Outcome] = []
-        self.samples: list[tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]] = []
+        self.samples: list[tuple[dict[str, MapSummary], NDArray[np.float32]]] = []
 
     def run(self, items: Sequence[WorkItem]) -> list[Outcome]:
         live: list[WorkItem] = []
@@ -153,9 +157,13 @@ class BatchRun:
         return self.outcomes
 
     def _run_or_split(self, items: Sequence[WorkItem]) -> None:
-        capture = self._sampled.union(*(item.capture for item in items))
+        capture = frozenset().union(*(item.capture for item in items))
+        pixels = [item.pixels for item in items]
         try:
-            output = self._runner.run([item.pixels for item in items], capture)
+            if self._sampled:
+                output = self._runner.run(pixels, capture, summarize=self._sampled)
+            else:
+                output = self._runner.run(pixels, capture)
         except Exception as exc:
             self._observer.batch_failed(kind="oom" if _is_oom(exc) else "error")
             if len(items) > 1:
@@ -167,8 +175,7 @@ class BatchRun:
             return
         self.outcomes.extend(self._results(items, output))
         if self._sampled:
-            features = {name: output.features[name] for name in self._sampled}
-            self.samples.append((features, output.probabilities))
+            self.samples.append((output.summaries, output.probabilities))
 
     def _results(self, items: Sequence[WorkItem], output: EngineOutput) -> list[Outcome]:
         size = sum(item.size for item in items)

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from models import LoadedModel
+from models.activation_stats import MapSummary, summarize_tensor
 from models.layers import FeatureLayer, feature_layers
 from service.devices import DevicePlan
 
@@ -39,6 +40,7 @@ class EngineOutput:
     probabilities: NDArray[np.float32]  # [N, classes]
     logits: NDArray[np.float32]  # [N, classes]
     features: dict[str, NDArray[np.float32]] = field(default_factory=dict)  # name -> [N,C,H,W]
+    summaries: dict[str, MapSummary] = field(default_factory=dict)  # name -> reduced on device
     seconds: float = 0.0  # forward pass, device-synchronized
 
 
@@ -76,12 +78,16 @@ class Engine:
             self.run([torch.zeros((size, *shape), dtype=torch.uint8)])
 
     def run(
-        self, inputs: Sequence[torch.Tensor], capture: frozenset[str] = frozenset()
+        self,
+        inputs: Sequence[torch.Tensor],
+        capture: frozenset[str] = frozenset(),
+        summarize: frozenset[str] = frozenset(),
     ) -> EngineOutput:
+        """The batch's scores, the maps of `capture` and the summaries of `summarize`."""
         started = time.perf_counter()
         batch = self._collate(inputs)
         captured: dict[str, torch.Tensor] = {}
-        targets = self._targets(capture)
+        targets = self._targets(capture | summarize)
         direct = {m: targets.pop(m)[0] for m in list(targets) if m in self._children}
         with torch.inference_mode(), self._autocast(), self._hooks(targets, captured):
             if direct:
@@ -90,11 +96,13 @@ class Engine:
                 logits = self._graph(batch).float()
             else:
                 logits = self.module(batch).float()
+            summaries = {name: summarize_tensor(captured[name]) for name in summarize}
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronizes
         return EngineOutput(
             probabilities=probabilities,
             logits=logits.cpu().numpy(),
-            features={name: t.float().cpu().numpy() for name, t in captured.items()},
+            features={name: captured[name].float().cpu().numpy() for name in capture},
+            summaries=summaries,
             seconds=time.perf_counter() - started,
         )
 

@@ -1,9 +1,10 @@
 """Activation monitoring: statistics of the layers on live traffic, and their drift.
 
 The batcher samples one batch in every `1 / sample_rate` (deterministically, so
-the cost is a fixed fraction); a sampled batch also captures the monitored
-layers' maps (see models.activation_stats). The worker hands them here after
-the batch's answers are delivered, so no response waits for the statistics.
+the cost is a fixed fraction); a sampled batch also summarizes the monitored
+layers' maps on the engine's device (models.activation_stats.MapSummary: a few
+numbers per channel and image, never the maps themselves). The worker hands the
+summaries here after the batch's answers are delivered.
 
 Windows are counted in images: the current window fills, and once it holds
 `window_images` images it becomes the last complete window and a new one
@@ -29,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.activation_profile import ActivationProfile
-from models.activation_stats import ActivationWindow, default_profile_layers
+from models.activation_stats import ActivationWindow, MapSummary, default_profile_layers
 from models.layers import FeatureLayer
 
 MAX_LAYERS = 32
@@ -83,9 +84,9 @@ class ActivationMonitor:
         """The layers to capture in the batch about to run: all monitored ones, or none."""
         return self._capture if next(self._batches) % self._every == 0 else frozenset()
 
-    def observe(self, features: Mapping[str, NDArray[np.floating]], probs: NDArray[Any]) -> None:
+    def observe(self, summaries: Mapping[str, MapSummary], probs: NDArray[Any]) -> None:
         with self._lock:
-            self._current.update(features, probs)
+            self._current.update(summaries, probs)
             if self._current.images >= self.window_images:
                 self._last, self._current = self._current, self._window()
                 self._completed += 1

@@ -12,6 +12,7 @@ from models.activation_stats import (
     ActivationProfile,
     ActivationWindow,
     LayerStats,
+    MapSummary,
     PredictionStats,
     RunningMoments,
     bin_counts,
@@ -19,6 +20,7 @@ from models.activation_stats import (
     profile_images,
     psi,
     quantile_edges,
+    summarize_tensor,
 )
 from models.architectures import build_model
 from models.data import mnist_split
@@ -186,3 +188,22 @@ def test_rotated_digits_drift_in_the_deep_layer_and_the_predictions(
     # layers' channel means barely move; the last layer and the confidence do.
     assert drift.layer_psi()["relu5"] > 0.1
     assert drift.prediction_psi()["confidence"] > 0.25
+
+
+def test_a_summary_on_the_device_equals_one_of_the_maps() -> None:
+    """The engine reduces maps where they are; the statistics must not tell the difference."""
+    generator = torch.Generator().manual_seed(4)
+    maps = torch.relu(torch.randn((3, 5, 7, 6), generator=generator))
+    on_device, of_maps = summarize_tensor(maps), MapSummary.of(maps.numpy())
+    assert on_device.count == of_maps.count and on_device.zeros == of_maps.zeros > 0
+    assert on_device.mean == pytest.approx(of_maps.mean, rel=1e-9)
+    assert on_device.m2 == pytest.approx(of_maps.m2, rel=1e-6)
+    np.testing.assert_allclose(on_device.channel_max, of_maps.channel_max)
+    np.testing.assert_allclose(on_device.channel_means, of_maps.channel_means, rtol=1e-6)
+    whole, parts = LayerStats(), LayerStats()
+    whole.update(maps.numpy())
+    parts.update(summarize_tensor(maps[:1]))
+    parts.update(summarize_tensor(maps[1:]))
+    assert parts.moments.mean == pytest.approx(whole.moments.mean, rel=1e-9)
+    assert parts.moments.std == pytest.approx(whole.moments.std, rel=1e-6)
+    assert parts.zero_fraction == whole.zero_fraction

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import models
-from models.activation_stats import PSI_SIGNIFICANT
+from models.activation_stats import PSI_SIGNIFICANT, MapSummary
 from models.layers import feature_layers
 from service.monitoring import ActivationMonitor
 from tests.conftest import AppClientFactory
@@ -99,7 +99,7 @@ def test_one_batch_in_every_k_is_sampled_and_windows_roll() -> None:
     monitor = ActivationMonitor(layers, 10, None, sample_rate=0.25, window_images=3)
     picks = [bool(monitor.layers_for_next_batch()) for _ in range(12)]
     assert picks == [False, False, False, True] * 3
-    maps = {name: np.ones((2, 4, 3, 3), dtype=np.float32) for name in monitor.layers}
+    maps = {name: MapSummary.of(np.ones((2, 4, 3, 3), np.float32)) for name in monitor.layers}
     probabilities = np.full((2, 10), 0.1, dtype=np.float32)
     monitor.observe(maps, probabilities)
     assert monitor.reading().images == 2 and monitor.describe()["last"] is None
