@@ -267,9 +267,10 @@ def run_servers(
         print(f"W1: {kind.label}", flush=True)
         extra = many if kind.ours else []
         bench_server(hey, kind, w1, extra, plan.w1_concurrency, plan, results, out)
-    for kind, c in W1_DEBUGGING_KINDS if "cnn-serve" in only else ():
-        print(f"W1: {kind.label}", flush=True)
-        bench_server(hey, kind, w1, [], (c,), plan, results, out)
+        # Right after the default server: the pairs compared by the targets, minutes apart.
+        for variant, c in W1_DEBUGGING_KINDS if kind.key == "cnn-serve" else ():
+            print(f"W1: {variant.label}", flush=True)
+            bench_server(hey, variant, w1, [], (c,), plan, results, out)
     for kind in (*SERVER_KINDS, *(() if plan.quick else W2_EXTRA_KINDS)):
         if kind.key not in only and not (kind.ours and "cnn-serve" in only):
             continue

@@ -78,7 +78,8 @@ class AtLeast:
 
     @property
     def goal(self) -> str:
-        return f"<= {self.times:.2f}x" if self.at_most else f">= {self.times:.1f}x"
+        shown = f"{self.times:.1f}" if round(self.times, 1) == self.times else f"{self.times:.2f}"
+        return f"<= {shown}x" if self.at_most else f">= {shown}x"
 
     def judge(self, ours: float, results: Results) -> Judgement | None:
         theirs = self.reference(results)

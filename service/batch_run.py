@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models.activation_stats import MapSummary
+from models.activation_stats import SUMMARY_IMAGES, MapSummary
 from service.engine import EngineOutput
 from service.errors import InferenceFailed, RequestTimeout, ServiceError
 
@@ -175,7 +175,8 @@ class BatchRun:
             return
         self.outcomes.extend(self._results(items, output))
         if self._sampled:
-            self.samples.append((output.summaries, output.probabilities))
+            # The summaries cover the batch's first images only: so do the predictions.
+            self.samples.append((output.summaries, output.probabilities[:SUMMARY_IMAGES]))
 
     def _results(self, items: Sequence[WorkItem], output: EngineOutput) -> list[Outcome]:
         size = sum(item.size for item in items)

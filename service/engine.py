@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from models import LoadedModel
-from models.activation_stats import MapSummary, summarize_tensor
+from models.activation_stats import SUMMARY_IMAGES, MapSummary, summarize_tensor
 from models.layers import FeatureLayer, feature_layers
 from service.devices import DevicePlan
 
@@ -83,7 +83,8 @@ class Engine:
         capture: frozenset[str] = frozenset(),
         summarize: frozenset[str] = frozenset(),
     ) -> EngineOutput:
-        """The batch's scores, the maps of `capture` and the summaries of `summarize`."""
+        """The batch's scores, the maps of `capture` and the summaries of `summarize` (over
+        the batch's first SUMMARY_IMAGES images)."""
         started = time.perf_counter()
         batch = self._collate(inputs)
         captured: dict[str, torch.Tensor] = {}
@@ -96,7 +97,9 @@ class Engine:
                 logits = self._graph(batch).float()
             else:
                 logits = self.module(batch).float()
-            summaries = {name: summarize_tensor(captured[name]) for name in summarize}
+            summaries = {
+                name: summarize_tensor(captured[name][:SUMMARY_IMAGES]) for name in summarize
+            }
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronizes
         return EngineOutput(
             probabilities=probabilities,

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import models
-from models.activation_stats import PSI_SIGNIFICANT, MapSummary
+from models.activation_stats import PSI_SIGNIFICANT, SUMMARY_IMAGES, MapSummary
 from models.layers import feature_layers
 from service.monitoring import ActivationMonitor
 from tests.conftest import AppClientFactory
@@ -36,10 +36,11 @@ async def _window(client: httpx.AsyncClient, completed: int) -> dict[str, Any]:
 
 
 async def _send(client: httpx.AsyncClient, images: list[Image.Image]) -> None:
-    for start in range(0, len(images), 25):  # multipart, 25 images a request
+    # One request at a time, as many images as a sampled batch summarizes: every image counts.
+    for start in range(0, len(images), SUMMARY_IMAGES):
         files = [
             ("images", (f"{i}.png", png_bytes(image), "image/png"))
-            for i, image in enumerate(images[start : start + 25])
+            for i, image in enumerate(images[start : start + SUMMARY_IMAGES])
         ]
         response = await client.post("/v1/classify", files=files)
         assert response.status_code == 200, response.text
