@@ -3,7 +3,8 @@
 Training, evaluation, the Python API and the service all call this, built from
 the card's input spec, so the service sees every image exactly as training did.
 It is split in two steps so callers that already hold uint8 pixels (a tensor
-sent over the V2 protocol, say) share the normalization arithmetic.
+sent over the V2 protocol, say) share the normalization arithmetic; the first
+step, decoded image to uint8 pixels, is models.pixels, which needs no torch.
 """
 
 from __future__ import annotations
@@ -11,43 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from PIL import Image, ImageOps
+from PIL import Image
 
 from models.card import InputSpec
-
-_ORIENTATION = 0x0112  # the EXIF tag
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and float grey images: scale to 0..255 instead of letting PIL clip them."""
-    if image.mode not in _SIXTEEN_BIT_MODES:
-        return image
-    pixels = np.asarray(image, dtype=np.float32)
-    top = 1.0 if image.mode == "F" else 65535.0
-    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8))
-
-
-def _oriented(image: Image.Image) -> Image.Image:
-    """The image as the camera's EXIF orientation says to show it.
-
-    `ImageOps.exif_transpose` copies an image that needs no turning (most of them):
-    for a 40 M pixel photo that copy is 160 MB of memory for nothing.
-    """
-    if image.getexif().get(_ORIENTATION, 1) == 1:
-        return image
-    return ImageOps.exif_transpose(image)
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparent images onto white, the way a viewer shows them."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image
+from models.pixels import PixelPipeline
 
 
 class Preprocessor:
@@ -55,7 +23,7 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        self._mode = "L" if spec.channels == 1 else "RGB"
+        self._pixels = PixelPipeline(spec)
         std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
         mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
         # (x / 255 - mean) / std, folded into one multiply-add.
@@ -67,17 +35,7 @@ class Preprocessor:
 
     def to_uint8(self, image: Image.Image) -> NDArray[np.uint8]:
         """Orient, convert and resize: the [C,H,W] uint8 pixels the model will see."""
-        image = _oriented(image)
-        image = _flatten_alpha(_to_8bit(image))
-        if image.mode != self._mode:
-            image = image.convert(self._mode)
-        image = self._resize(image)
-        pixels = np.asarray(image, dtype=np.uint8)
-        if self.spec.invert:
-            pixels = 255 - pixels
-        if pixels.ndim == 2:
-            return pixels[np.newaxis, :, :].copy()
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return self._pixels.to_uint8(image)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [..., C, H, W] -> float32 normalized, for one image or a batch."""
@@ -91,19 +49,3 @@ class Preprocessor:
     @property
     def normalize_offset(self) -> torch.Tensor:
         return self._offset
-
-    def _resize(self, image: Image.Image) -> Image.Image:
-        spec = self.spec
-        if spec.resize == "resize_center_crop":
-            target_short = spec.resize_size or min(spec.height, spec.width)
-            width, height = image.size
-            scale = target_short / min(width, height)
-            new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            if new_size != image.size:
-                image = image.resize(new_size, Image.Resampling.BILINEAR)
-            left = (image.width - spec.width) // 2
-            top = (image.height - spec.height) // 2
-            return image.crop((left, top, left + spec.width, top + spec.height))
-        if image.size != (spec.width, spec.height):
-            image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-        return image

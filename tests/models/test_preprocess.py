@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from models import InputSpec, Preprocessor
+from tests.helpers import ROOT
 
 GREY = InputSpec(channels=1, height=28, width=28, mean=(0.1307,), std=(0.3081,))
 RGB = InputSpec(
@@ -69,3 +73,23 @@ def test_center_crop_keeps_the_middle() -> None:
     out = Preprocessor(RGB).to_uint8(image)
     assert out.shape == (3, 8, 8)
     assert out[:, :, 3:5].mean() > 150 and out[:, :, 0].mean() < 50
+
+
+def test_decoding_to_pixels_needs_no_torch() -> None:
+    """A process that only decodes (an HTTP worker) turns images into the model's pixels
+    without importing torch, and gets exactly what the Preprocessor gives."""
+    code = (
+        "import sys, numpy as np; from PIL import Image; "
+        "from models.card import InputSpec; from models.pixels import PixelPipeline; "
+        "spec = InputSpec(channels=3, height=8, width=8, mean=(0.5,) * 3, std=(0.5,) * 3); "
+        "image = Image.fromarray(np.arange(30 * 20 * 3, dtype=np.uint8).reshape(30, 20, 3)); "
+        "print(PixelPipeline(spec).to_uint8(image).sum(), 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    total, imported = done.stdout.split()
+    spec = InputSpec(channels=3, height=8, width=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    image = Image.fromarray(np.arange(30 * 20 * 3, dtype=np.uint8).reshape(30, 20, 3))
+    assert int(total) == int(Preprocessor(spec).to_uint8(image).sum())
+    assert imported == "False"
