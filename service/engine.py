@@ -11,7 +11,7 @@ called k times per forward pass (a ResNet block's shared `relu`) is hooked once
 and its calls are counted; only the calls asked for are kept. An output that a
 later in-place op rewrites (ReLU(inplace=True), a residual `+=`; found at load
 time) is cloned when kept; any other is kept as is, which costs nothing.
-Capture always runs the eager module; batches that capture nothing run a
+Capture (models.layers.capturing) always runs the eager module; batches that capture nothing run a
 traced, frozen copy when one exists (see frozen_graph).
 """
 
@@ -21,7 +21,7 @@ import contextlib
 import copy
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +31,7 @@ from torch import nn
 
 from models import LoadedModel
 from models.activation_stats import SUMMARY_IMAGES, MapSummary, summarize_tensor
-from models.layers import FeatureLayer, feature_layers
+from models.layers import FeatureLayer, capturing, feature_layers
 from service.devices import DevicePlan
 
 
@@ -60,7 +60,6 @@ class Engine:
         if plan.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module: nn.Module = module.eval()
-        self._modules = dict(self.module.named_modules())
         self._children = _plain_sequential_children(self.module)
         device = plan.device
         self._scale = loaded.preprocess.normalize_scale.to(device)
@@ -88,12 +87,18 @@ class Engine:
         started = time.perf_counter()
         batch = self._collate(inputs)
         captured: dict[str, torch.Tensor] = {}
-        targets = self._targets(capture | summarize)
-        direct = {m: targets.pop(m)[0] for m in list(targets) if m in self._children}
-        with torch.inference_mode(), self._autocast(), self._hooks(targets, captured):
+        # Names come from the model's layer list (checked where the request was read).
+        layers = [self._layers[name] for name in capture | summarize]
+        direct = {layer.module: layer for layer in layers if layer.module in self._children}
+        hooked = [layer for layer in layers if layer.module not in direct]
+        with (
+            torch.inference_mode(),
+            self._autocast(),
+            capturing(self.module, hooked, captured),
+        ):
             if direct:
                 logits = self._run_children(batch, direct, captured).float()
-            elif self._graph is not None and not targets:
+            elif self._graph is not None and not hooked:
                 logits = self._graph(batch).float()
             else:
                 logits = self.module(batch).float()
@@ -143,41 +148,20 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.plan.device.type, dtype=dtype)
 
-    def _targets(self, names: frozenset[str]) -> dict[str, dict[int, _Target]]:
-        """Module name -> {call index: what to keep}, for the layers to capture."""
-        wanted: dict[str, dict[int, _Target]] = {}
-        for name in names:
-            layer = self._layers.get(name)
-            module, call = (layer.module, layer.call) if layer else (name, 0)
-            copy_it = layer.rewritten if layer else True
-            wanted.setdefault(module, {})[call] = _Target(name, copy_it)
-        return wanted
-
     def _run_children(
-        self, batch: torch.Tensor, wanted: dict[str, _Target], captured: dict[str, torch.Tensor]
+        self,
+        batch: torch.Tensor,
+        wanted: dict[str, FeatureLayer],
+        captured: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """nn.Sequential's forward, keeping wanted outputs off the loop: no hook to pay for."""
         x = batch
         for name, child in self._children.items():
             x = child(x)
-            target = wanted.get(name)
-            if target is not None:
-                captured[target.name] = x.clone() if target.copy else x
+            layer = wanted.get(name)
+            if layer is not None:
+                captured[layer.name] = x.clone() if layer.rewritten else x
         return x
-
-    @contextlib.contextmanager
-    def _hooks(
-        self, wanted: dict[str, dict[int, _Target]], captured: dict[str, torch.Tensor]
-    ) -> Iterator[None]:
-        handles = [
-            self._modules[module].register_forward_hook(_keeper(calls, captured))
-            for module, calls in wanted.items()
-        ]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
 
 def _plain_sequential_children(module: nn.Module) -> dict[str, nn.Module]:
@@ -192,28 +176,6 @@ def _plain_sequential_children(module: nn.Module) -> dict[str, nn.Module]:
     if len({id(m) for _, m in every}) != len(every):
         return {}  # a module is used twice: its calls are counted by hooks
     return dict(module.named_children())
-
-
-@dataclass(frozen=True)
-class _Target:
-    name: str
-    copy: bool  # a later in-place op would rewrite the output: keep a clone
-
-
-def _keeper(
-    calls: dict[int, _Target], captured: dict[str, torch.Tensor]
-) -> Callable[[nn.Module, object, torch.Tensor], None]:
-    """A forward hook that keeps the outputs of the listed calls of its module."""
-    count = 0
-
-    def keep(_m: nn.Module, _i: object, output: torch.Tensor) -> None:
-        nonlocal count
-        target = calls.get(count)
-        count += 1
-        if target is not None:
-            captured[target.name] = output.clone() if target.copy else output
-
-    return keep
 
 
 def frozen_graph(
