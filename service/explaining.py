@@ -1,8 +1,9 @@
 """The explain use case: one image, prepared like classification, explained on the model's lane.
 
-It knows the request's parameters and the lane, not HTTP: the router parses,
-this checks everything it can before the body is read (method, layer, budget,
-target label), prepares the image, and runs the explanation off the batcher.
+The router parses the query; this checks everything it can before the body is
+read (method, layer, budget, target label), prepares the image like classify,
+and runs the rest on the lane's thread (normalization included: the event loop
+runs no torch), never in a batch.
 """
 
 from __future__ import annotations
@@ -70,10 +71,15 @@ def _check(call: ModelCall, params: ExplainParams) -> str | None:
 
 
 def _run(
-    module: Yielding, x: torch.Tensor, call: ModelCall, params: ExplainParams, layer: str | None
+    module: Yielding,
+    pixels: torch.Tensor,
+    call: ModelCall,
+    params: ExplainParams,
+    layer: str | None,
 ) -> Explanation:
     """On the lane's thread: resolve the target (top1 needs a forward pass), then explain."""
-    x = x.to(next(module.parameters()).device)
+    device = next(module.parameters()).device
+    x = call.served.loaded.preprocess.normalize(pixels).to(device)
     card = call.served.card
     scores: list[float] = []
     if params.target in (None, "", "top1"):
@@ -102,13 +108,12 @@ async def explain_image(request: Request, call: ModelCall, params: ExplainParams
         pixels = await prepare_images(request, call, max_images=1)
     except TooManyImages:
         raise InvalidBody("an explanation is computed for one image per request") from None
-    x = call.served.loaded.preprocess.normalize(pixels)
     queued = time.perf_counter()
     started: list[float] = []
 
     def job(module: Yielding) -> Explanation:
         started.append(time.perf_counter())
-        return _run(module, x, call, params, layer)
+        return _run(module, pixels, call, params, layer)
 
     explanation = await lane.run(job, deadline=call.deadline)
     done = time.perf_counter()
