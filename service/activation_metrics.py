@@ -59,7 +59,7 @@ class ActivationCollector(Collector):
             labels=["model", "class"],
         )
         for model, monitor in self._monitors.items():
-            summary = monitor.reading().summary()
+            summary = monitor.reading()
             images.add_metric([model], summary["images"])
             for name, figures in summary["layers"].items():
                 for family, key in zip(layer, _LAYER_KEYS, strict=True):

@@ -81,7 +81,7 @@ class ActivationMonitor:
         return ActivationWindow(self.layers, self._classes, self.profile)
 
     def layers_for_next_batch(self) -> frozenset[str]:
-        """The layers to capture in the batch about to run: all monitored ones, or none."""
+        """The layers to summarize in the batch about to run: all monitored ones, or none."""
         return self._capture if next(self._batches) % self._every == 0 else frozenset()
 
     def observe(self, summaries: Mapping[str, MapSummary], probs: NDArray[Any]) -> None:
@@ -91,10 +91,11 @@ class ActivationMonitor:
                 self._last, self._current = self._current, self._window()
                 self._completed += 1
 
-    def reading(self) -> ActivationWindow:
-        """The window metrics report: the last complete one, else the one filling."""
+    def reading(self) -> dict[str, Any]:
+        """The window metrics report (the last complete one, else the one filling), as read
+        under the lock: the worker may be adding a batch meanwhile."""
         with self._lock:
-            return self._last or self._current
+            return (self._last or self._current).summary()
 
     def describe(self) -> dict[str, Any]:
         with self._lock:

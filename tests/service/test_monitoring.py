@@ -103,9 +103,9 @@ def test_one_batch_in_every_k_is_sampled_and_windows_roll() -> None:
     maps = {name: MapSummary.of(np.ones((2, 4, 3, 3), np.float32)) for name in monitor.layers}
     probabilities = np.full((2, 10), 0.1, dtype=np.float32)
     monitor.observe(maps, probabilities)
-    assert monitor.reading().images == 2 and monitor.describe()["last"] is None
+    assert monitor.reading()["images"] == 2 and monitor.describe()["last"] is None
     monitor.observe(maps, probabilities)  # 4 images: the window of 3 is complete
     assert (
         monitor.describe()["last"]["images"] == 4 and monitor.describe()["current"]["images"] == 0
     )
-    assert monitor.reading().summary()["layers"]["relu1"]["drift_psi"] is None  # no profile
+    assert monitor.reading()["layers"]["relu1"]["drift_psi"] is None  # no profile
