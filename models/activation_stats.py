@@ -37,7 +37,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 from models.activation_profile import CONFIDENCE_EDGES, ActivationProfile, LayerProfile
-from models.layers import FeatureLayer, capturing
+from models.feature_layer import FeatureLayer
+from models.layers import capturing
 
 PSI_BINS = 10
 PSI_MODERATE = 0.1

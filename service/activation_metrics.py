@@ -10,12 +10,12 @@ most MAX_CLASS_SERIES classes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from models.activation_profile import CONFIDENCE_EDGES
-from service.monitoring import MAX_CLASS_SERIES, ActivationMonitor
 
 LAYER_FAMILIES = (
     ("cnn_activation_mean", "mean activation of the layer in the window"),
@@ -24,15 +24,27 @@ LAYER_FAMILIES = (
     ("cnn_activation_dead_channel_ratio", "fraction of channels that never fired in the window"),
     ("cnn_activation_drift_psi", "PSI of the layer's channel means against the card's profile"),
 )
+MAX_CLASS_SERIES = 100  # predicted-class series only for models of at most this many classes
+
+
+class ActivationReader(Protocol):
+    """What these gauges read: service.monitoring.ActivationReader."""
+
+    @property
+    def sample_rate(self) -> float: ...
+
+    def reading(self) -> dict[str, Any]: ...
+
+
 _LAYER_KEYS = ("mean", "std", "zero_fraction", "never_fired_fraction", "drift_psi")
 _BUCKETS = [f"<{CONFIDENCE_EDGES[0]}"] + [f">={edge}" for edge in CONFIDENCE_EDGES]
 
 
 class ActivationCollector(Collector):
     def __init__(self) -> None:
-        self._monitors: dict[str, ActivationMonitor] = {}
+        self._monitors: dict[str, ActivationReader] = {}
 
-    def watch(self, model: str, monitor: ActivationMonitor | None) -> None:
+    def watch(self, model: str, monitor: ActivationReader | None) -> None:
         if monitor is not None and monitor.sample_rate > 0:
             self._monitors[model] = monitor
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Protocol
 
-import torch
 from fastapi import FastAPI
 
 from service import __version__
@@ -18,7 +18,6 @@ from service.api.metrics import add_metrics_route
 from service.arrivals import Arrivals
 from service.heap import freeze_startup_heap
 from service.lifecycle import Lifecycle
-from service.loading import configured_models, load_served_model
 from service.metrics import Metrics, start_exporter
 from service.middleware import ArrivalTracking, BodyReadTimeout, BodySizeLimit, HeaderSizeLimit
 from service.observability import RequestObservability
@@ -34,40 +33,50 @@ from service.state import AppState
 log = logging.getLogger("service.app")
 
 
-async def _load_models(state: AppState, metrics: Metrics, arrivals: Arrivals) -> None:
-    settings = state.settings
-    for spec in configured_models(settings):
-        observer = metrics.observer(spec.name)
-        served = await asyncio.to_thread(load_served_model, spec, settings, observer, arrivals)
-        metrics.model_loaded(served)
-        state.registry.add(served)
-        served.batcher.start()
-    if settings.default_model:
-        state.registry.default_name = settings.default_model
+class ModelSource(Protocol):
+    """Where the served models come from: loaded here, or an engine process reached by IPC."""
+
+    async def open(self, registry: ModelRegistry, metrics: Metrics) -> None: ...
+
+    async def close(self, grace_s: float) -> None: ...
+
+
+def _model_source(settings: Settings, arrivals: Arrivals, engine: Path | None) -> ModelSource:
+    # Imported here: an HTTP worker must never import torch, which the local source needs.
+    if engine is not None:
+        from service.ipc.client import EngineLink
+
+        return EngineLink(engine, arrivals)
+    from service.loading import LocalModels
+
+    return LocalModels(settings, arrivals)
+
+
+async def _open_models(state: AppState, source: ModelSource, metrics: Metrics) -> None:
+    await source.open(state.registry, metrics)
+    if state.settings.default_model:
+        state.registry.default_name = state.settings.default_model
     state.registry.ready = True
 
 
-async def _drain(state: AppState) -> None:
+async def _drain(state: AppState, source: ModelSource) -> None:
     state.registry.draining = True
-    grace = state.settings.shutdown_grace_s
-    for served in state.registry.models.values():
-        if served.lane is not None:
-            served.lane.stop()
-        finished = await asyncio.to_thread(served.batcher.stop, grace)
-        if not finished:
-            log.warning(
-                "batcher did not drain within the grace period", extra={"model": served.name}
-            )
+    await source.close(state.settings.shutdown_grace_s)
     state.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _lifespan(
-    settings: Settings, metrics: Metrics, arrivals: Arrivals, lifecycle: Lifecycle
+    settings: Settings,
+    metrics: Metrics,
+    arrivals: Arrivals,
+    lifecycle: Lifecycle,
+    engine: Path | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         executor = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
         lifecycle.registry = ModelRegistry()  # each lifespan starts with none loaded
+        source = _model_source(settings, arrivals, engine)
         state = AppState(
             settings=settings,
             registry=lifecycle.registry,
@@ -85,7 +94,7 @@ def _lifespan(
         exporter = start_exporter(metrics.registry, host=settings.host, port=settings.metrics_port)
         try:
             try:
-                await _load_models(state, metrics, arrivals)
+                await _open_models(state, source, metrics)
             except Exception as exc:
                 lifecycle.startup_error = exc  # serve() reports it in one line
                 raise
@@ -95,7 +104,7 @@ def _lifespan(
             yield {"app_state": state}
         finally:
             try:
-                await _drain(state)
+                await _drain(state, source)
             finally:
                 exporter.close()
 
@@ -119,9 +128,14 @@ def _install_middleware(
     app.add_middleware(RequestObservability, metrics=metrics, routes=app.router.routes)
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
-    """The app; `lifecycle` (made by the server) learns its registry and start-up error."""
-    torch.set_num_threads(settings.torch_threads)
+def create_app(
+    settings: Settings, lifecycle: Lifecycle | None = None, *, engine: Path | None = None
+) -> FastAPI:
+    """The app; `lifecycle` (made by the server) learns its registry and start-up error.
+
+    With `engine` (an HTTP worker's), the models run in the engine process listening
+    on that socket; without it, in this process.
+    """
     metrics = Metrics(max_batch_size=settings.max_batch_size)
     arrivals = Arrivals()  # shared by every batcher: requests on their way to any queue
     app = FastAPI(
@@ -129,7 +143,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
         version=__version__,
         description="Serves PyTorch CNN image classifiers: dynamic batching on CPU or GPU, "
         "top-k classification, and feature maps of every convolution layer.",
-        lifespan=_lifespan(settings, metrics, arrivals, lifecycle or Lifecycle()),
+        lifespan=_lifespan(settings, metrics, arrivals, lifecycle or Lifecycle(), engine),
         docs_url=None,  # served from the package instead of a CDN: service/api/docs.py
         redoc_url=None,
     )

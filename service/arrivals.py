@@ -9,7 +9,9 @@ upload that stalls must not make every lone request wait out the delay.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -20,6 +22,8 @@ class Arrivals:
         self._lock = threading.Lock()
         self._pending = 0
         self._watchers: list[threading.Condition] = []
+        # Told the count after each change (an HTTP worker shows it to the engine process).
+        self.publish: Callable[[int], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -35,6 +39,19 @@ class Arrivals:
         ticket.arrive()
         return ticket
 
+    @contextlib.contextmanager
+    def incoming(self, arrival: Arrival | None = None) -> Iterator[Arrival]:
+        """The request's arrival ticket (made here unless the server made one on arrival).
+
+        Pass it to the model's `submit`: it settles right after the request is queued.
+        A request that ends before that (a bad image, say) settles on leaving this block.
+        """
+        ticket = arrival or self.arrive()
+        try:
+            yield ticket
+        finally:
+            ticket.settle()
+
     def ticket(self) -> Arrival:
         """A ticket for a request whose body is still on its way: counted once it `arrive`s."""
         return Arrival(self)
@@ -42,10 +59,14 @@ class Arrivals:
     def _arrive(self) -> None:
         with self._lock:
             self._pending += 1
+            if self.publish is not None:
+                self.publish(self._pending)
 
     def _settle(self) -> None:
         with self._lock:
             self._pending -= 1
+            if self.publish is not None:
+                self.publish(self._pending)
             watchers = list(self._watchers)
         for condition in watchers:
             with condition:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from models.activation_stats import SUMMARY_IMAGES, MapSummary
 from service.engine import EngineOutput
 from service.errors import InferenceFailed, RequestTimeout, ServiceError
+from service.results import ItemResult
 
 log = logging.getLogger("service.batching")
 
@@ -68,36 +69,6 @@ class NoObserver:
 
     def batch_failed(self, *, kind: str) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """What one request gets back, its images in order."""
-
-    probabilities: NDArray[np.float32]
-    logits: NDArray[np.float32]
-    features: dict[str, NDArray[np.float32]]
-    queue_wait_s: float
-    inference_s: float
-    batch_size: int
-    device: str
-
-    @classmethod
-    def concat(cls, results: Sequence[ItemResult]) -> ItemResult:
-        """One request's results from the several batches its images were split over."""
-        if len(results) == 1:
-            return results[0]
-        return cls(
-            probabilities=np.concatenate([r.probabilities for r in results]),
-            logits=np.concatenate([r.logits for r in results]),
-            features={
-                n: np.concatenate([r.features[n] for r in results]) for n in results[0].features
-            },
-            queue_wait_s=max(r.queue_wait_s for r in results),
-            inference_s=sum(r.inference_s for r in results),
-            batch_size=max(r.batch_size for r in results),
-            device=results[0].device,
-        )
 
 
 @dataclass(eq=False)

@@ -20,7 +20,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -30,12 +31,12 @@ from service.batch_run import (
     BatchRun,
     BatchRunner,
     BatchSampler,
-    ItemResult,
     NoObserver,
     Outcome,
     WorkItem,
 )
 from service.errors import InferenceFailed, NotReady, Overloaded, RequestTimeout
+from service.results import ItemResult
 
 log = logging.getLogger("service.batching")
 
@@ -106,18 +107,8 @@ class Batcher:
         with self._cond:
             return not self._queue and self._busy_workers == 0
 
-    @contextlib.contextmanager
-    def incoming(self, arrival: Arrival | None = None) -> Iterator[Arrival]:
-        """The request's arrival ticket (made here unless the server made one on arrival).
-
-        Pass it to `submit`: it settles right after the request is queued. A request
-        that ends before that (a bad image, say) settles on leaving this block.
-        """
-        ticket = arrival or self._arrivals.arrive()
-        try:
-            yield ticket
-        finally:
-            ticket.settle()
+    def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
+        return self._arrivals.incoming(arrival)
 
     async def submit(
         self,

@@ -22,33 +22,15 @@ is dropped. It costs the same single backward pass as Grad-CAM.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from models.layers import FeatureLayer
+from models.feature_layer import FeatureLayer
 from service.errors import InvalidParameter
-from service.features import LayerIndex
-
-
-def default_cam_layer(layers: Sequence[FeatureLayer]) -> FeatureLayer:
-    """The output of the last convolution block, before global pooling.
-
-    That is the last layer at or after the last convolution whose map still has
-    more than one pixel: `relu5` of the default CNN, `layer4` of a ResNet (the
-    rectified output of the last convolutional stage, as Grad-CAM prescribes).
-    Without any convolution, the last map with more than one pixel.
-    """
-    if not layers:
-        raise InvalidParameter("this model offers no feature-map layers to explain with")
-    convs = [i for i, layer in enumerate(layers) if layer.has_kernels]
-    start = convs[-1] if convs else 0
-    spatial = [
-        layer for layer in layers[start:] if layer.output_shape[1] * layer.output_shape[2] > 1
-    ]
-    return spatial[-1] if spatial else layers[start]
+from service.features import LayerIndex, default_cam_layer
 
 
 def resolve_layer(

@@ -31,7 +31,8 @@ from torch import nn
 
 from models import LoadedModel
 from models.activation_stats import SUMMARY_IMAGES, MapSummary, summarize_tensor
-from models.layers import FeatureLayer, capturing, feature_layers
+from models.feature_layer import FeatureLayer
+from models.layers import capturing, feature_layers
 from service.devices import DevicePlan
 
 

@@ -123,3 +123,19 @@ class InternalError(ServiceError):
 
 class InferenceFailed(ServiceError):
     status, code, title = 500, "inference_failed", "The model failed on this input"
+
+
+class EngineUnavailable(ServiceError):
+    status, code, title = 503, "engine_unavailable", "The model's engine process is restarting"
+    rejection = "not_ready"
+
+
+def error_named(name: str) -> type[ServiceError]:
+    """The ServiceError class of that name (an error raised in another process); else the base."""
+    pending: list[type[ServiceError]] = [ServiceError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return InternalError

@@ -36,8 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal, get_args
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,31 +47,19 @@ from torchvision.transforms.v2 import functional as tvf
 
 from models.preprocess import Preprocessor
 from service.cam import activation_and_gradient, grad_cam, grad_cam_plus
-from service.errors import InvalidParameter, ServiceError
+from service.errors import InvalidParameter
+from service.explain_terms import (
+    CAM_METHODS,
+    DEFAULT_STEPS,
+    Baseline,
+    Explanation,
+    Method,
+    check_terms,
+    occlusion_geometry,
+)
 
-Method = Literal["gradcam", "gradcam_plus", "saliency", "integrated_gradients", "occlusion"]
-Baseline = Literal["black", "blurred"]
-METHODS: tuple[str, ...] = get_args(Method)
-BASELINES: tuple[str, ...] = get_args(Baseline)
-CAM_METHODS = frozenset({"gradcam", "gradcam_plus"})
-DEFAULT_STEPS = 32
-MAX_STEPS = 256
-MAX_OCCLUSION_PASSES = 1024
 _IG_BATCH = 32  # IG steps per forward pass: bounds memory whatever `steps` is
 _OCCLUSION_BATCH = 64  # occluded copies per forward pass
-_MAX_LABELS_SHOWN = 20
-
-
-class ExplainBudgetExceeded(ServiceError):
-    status, code, title = (
-        422,
-        "explain_budget_exceeded",
-        "The explanation would cost more than the server allows",
-    )
-
-
-class UnknownTarget(ServiceError):
-    status, code, title = 422, "unknown_target", "The model has no class by that name"
 
 
 @dataclass(frozen=True)
@@ -89,89 +76,17 @@ class ExplainRequest:
     stride: int | None = None  # occlusion: None: half the window
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidParameter(f"method {self.method!r} is not one of {', '.join(METHODS)}")
-        if self.baseline not in BASELINES:
-            raise InvalidParameter(f"baseline {self.baseline!r} is not one of black, blurred")
+        check_terms(self.method, self.baseline, self.steps, self.window, self.stride)
         if self.target < 0:
             raise InvalidParameter(f"target {self.target} is negative")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ExplainBudgetExceeded(f"steps={self.steps}: must be 1 to {MAX_STEPS}")
-        for name in ("window", "stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidParameter(f"{name}={value}: must be at least 1")
         if self.method in CAM_METHODS and self.layer is None:
             raise InvalidParameter(f"{self.method} needs a layer")
-
-
-@dataclass(frozen=True)
-class Explanation:
-    method: str
-    target: int
-    attribution: NDArray[np.float32]  # [H, W], the input's resolution
-    probabilities: NDArray[np.float32]  # [classes], for the same input
-    minimum: float = field(init=False)
-    maximum: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "minimum", float(self.attribution.min()))
-        object.__setattr__(self, "maximum", float(self.attribution.max()))
-
-
-def default_window(height: int, width: int) -> int:
-    """About a seventh of the short side: 4 pixels of a 28x28 digit, 32 of a 224 image."""
-    return max(1, round(min(height, width) / 7))
-
-
-def occlusion_geometry(
-    height: int, width: int, window: int | None, stride: int | None
-) -> tuple[int, int, int]:
-    """(window, stride, forward passes) for an H x W input, checked against the budget."""
-    window = window or default_window(height, width)
-    stride = stride or max(1, window // 2)
-    if window > min(height, width):
-        raise InvalidParameter(f"window={window} is larger than the {height}x{width} input")
-    if stride > window:
-        raise InvalidParameter(f"stride={stride} is larger than window={window}: pixels skipped")
-    passes = (math.ceil((height - window) / stride) + 1) * (
-        math.ceil((width - window) / stride) + 1
-    ) + 1
-    if passes > MAX_OCCLUSION_PASSES:
-        raise ExplainBudgetExceeded(
-            f"occlusion with window={window}, stride={stride} on a {height}x{width} input "
-            f"needs {passes} forward passes; the limit is {MAX_OCCLUSION_PASSES}: "
-            "use a larger window or stride"
-        )
-    return window, stride, passes
 
 
 def check_budget(request: ExplainRequest, input_shape: Sequence[int]) -> None:
     """Refuse, before any work, a request too costly for a [C, H, W] input."""
     if request.method == "occlusion":
         occlusion_geometry(input_shape[-2], input_shape[-1], request.window, request.stride)
-
-
-def resolve_target(
-    text: str | None, labels: Sequence[str], probabilities: NDArray[np.floating] | Sequence[float]
-) -> int:
-    """None or "top1": the predicted class; else a label, or a class index as digits.
-
-    A label wins over an index (labels "1", "2": "1" is class 0).
-    """
-    if text is None or text.strip() in ("", "top1"):
-        return int(np.argmax(np.asarray(probabilities)))
-    text = text.strip()
-    if text in labels:
-        return list(labels).index(text)
-    if text.isdigit() and int(text) < len(labels):
-        return int(text)
-    shown = ", ".join(repr(label) for label in labels[:_MAX_LABELS_SHOWN])
-    more = f", ... ({len(labels)} labels in all)" if len(labels) > _MAX_LABELS_SHOWN else ""
-    raise UnknownTarget(
-        f"target {text!r} is neither a label nor a class index 0-{len(labels) - 1}; "
-        f"labels: {shown}{more}"
-    )
 
 
 def baseline_input(x: torch.Tensor, kind: Baseline, preprocess: Preprocessor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from models.layers import FeatureLayer
+from models.feature_layer import FeatureLayer
 from service.errors import InvalidParameter, ResponseTooLarge, ServiceError, UnknownLayer
 
 # The shortest a float can be in JSON ("0.0" and a separator): a lower bound on the size.
@@ -247,3 +247,21 @@ def check_png_options(
         )
     if fmt != "png" and (channels is not None or scale is not None):
         raise InvalidParameter("channels and scale apply to format=png only")
+
+
+def default_cam_layer(layers: Sequence[FeatureLayer]) -> FeatureLayer:
+    """The output of the last convolution block, before global pooling.
+
+    That is the last layer at or after the last convolution whose map still has
+    more than one pixel: `relu5` of the default CNN, `layer4` of a ResNet (the
+    rectified output of the last convolutional stage, as Grad-CAM prescribes).
+    Without any convolution, the last map with more than one pixel.
+    """
+    if not layers:
+        raise InvalidParameter("this model offers no feature-map layers to explain with")
+    convs = [i for i, layer in enumerate(layers) if layer.has_kernels]
+    start = convs[-1] if convs else 0
+    spatial = [
+        layer for layer in layers[start:] if layer.output_shape[1] * layer.output_shape[2] > 1
+    ]
+    return spatial[-1] if spatial else layers[start]

@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
+import numpy as np
+from numpy.typing import NDArray
 from starlette.requests import Request
 
 from service.arrivals import Arrival
-from service.batch_run import ItemResult
 from service.errors import InvalidParameter
 from service.inputs import read_images
 from service.predictions import top_k as rank_top_k
+from service.results import ItemResult
 from service.state import ModelCall
 
 DEFAULT_TOP_K = 5  # or the class count, when a model has fewer classes
@@ -30,35 +31,34 @@ async def run_images(
     max_images: int | None = None,
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
-    with call.served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
+    with call.served.backend.incoming(getattr(request.state, "arrival", None)) as arrival:
         pixels = await prepare_images(request, call, max_images=max_images)
         return await submit_pixels(call, pixels, capture=capture, arrival=arrival)
 
 
 async def prepare_images(
     request: Request, call: ModelCall, *, max_images: int | None = None
-) -> torch.Tensor:
+) -> NDArray[np.uint8]:
     """The request's images as the model's uint8 [N,C,H,W] pixels (decoded, resized)."""
     limit = call.settings.max_images_per_request
     images = await read_images(
         request, max_images=min(limit, max_images or limit), spool=call.state.spool
     )
     started = time.perf_counter()
-    preprocess = call.served.loaded.preprocess
-    prepared = await call.state.pipeline.prepare(preprocess, images, call.deadline)
+    prepared = await call.state.pipeline.prepare(call.served.pixels, images, call.deadline)
     call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
     return prepared.pixels
 
 
 async def submit_pixels(
     call: ModelCall,
-    pixels: torch.Tensor,
+    pixels: NDArray[Any],
     *,
     capture: frozenset[str] = frozenset(),
     arrival: Arrival | None = None,
 ) -> ItemResult:
     """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32) through the batcher."""
-    result = await call.served.batcher.submit(
+    result = await call.served.backend.submit(
         pixels, deadline=call.deadline, capture=capture, arrival=arrival
     )
     call.trace.ran(

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 import models
 from models.complexity import multiply_adds
-from models.layers import FeatureLayer, feature_layers
+from models.feature_layer import FeatureLayer
+from models.layers import feature_layers
 from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
 from service.batching import Batcher, warm_up_sizes
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine
 from service.explain_lane import ExplainLane
+from service.local_backend import LocalBackend
+from service.metrics import Metrics
 from service.monitoring import ActivationMonitor
-from service.registry import ServedModel
+from service.registry import BatchingInfo, ModelFacts, ModelRegistry, ServedModel
 from service.settings import ModelSpec, Settings
 
 log = logging.getLogger("service.loading")
@@ -49,7 +54,7 @@ def load_served_model(
     settings: Settings,
     observer: BatchObserver | None = None,
     arrivals: Arrivals | None = None,
-) -> ServedModel:
+) -> LocalModel:
     """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable."""
     started = time.monotonic()
     loaded = models.load(spec.path)
@@ -89,5 +94,56 @@ def load_served_model(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    served = ServedModel(spec.name, loaded, plan, batcher, tuple(layers), lane, monitor)
-    return served
+    facts = ModelFacts(
+        name=spec.name,
+        card=card,
+        layers=tuple(layers),
+        device=str(plan.device),
+        dtype_name=plan.dtype_name,
+        parameters=loaded.parameter_count,
+        batching=BatchingInfo(
+            settings.max_batch_size, settings.max_batch_delay_s, settings.max_queue_size
+        ),
+    )
+    return LocalModel(facts, LocalBackend(loaded, tuple(layers), batcher, lane, monitor))
+
+
+@dataclass
+class LocalModel:
+    """A model loaded here: what every process may know of it, and its torch side."""
+
+    facts: ModelFacts
+    backend: LocalBackend
+
+
+class LocalModels:
+    """The model source of a process that holds its models: loads, warms, starts and stops them."""
+
+    def __init__(self, settings: Settings, arrivals: Arrivals) -> None:
+        torch.set_num_threads(settings.torch_threads)
+        self._settings = settings
+        self._arrivals = arrivals
+        self.loaded: list[LocalModel] = []
+
+    async def open(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        for spec in configured_models(self._settings):
+            observer = metrics.observer(spec.name)
+            model = await asyncio.to_thread(
+                load_served_model, spec, self._settings, observer, self._arrivals
+            )
+            served = ServedModel(model.facts, model.backend)
+            metrics.model_loaded(served)
+            metrics.watch_activations(spec.name, model.backend.monitor)
+            if model.facts.device.startswith("cuda"):
+                metrics.watch_gpu(model.facts.device)
+            registry.add(served)
+            self.loaded.append(model)
+            model.backend.start()
+
+    async def close(self, grace_s: float) -> None:
+        for model in self.loaded:
+            if not await model.backend.stop(grace_s):
+                log.warning(
+                    "batcher did not drain within the grace period",
+                    extra={"model": model.facts.name},
+                )

@@ -19,21 +19,15 @@ forward pass (tens of microseconds to milliseconds) to a ResNet-50 batch on a CP
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
-import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 
-from service.activation_metrics import ActivationCollector
+from service.activation_metrics import ActivationCollector, ActivationReader
 from service.batching import warm_up_sizes
 from service.registry import ServedModel
 
@@ -54,63 +48,6 @@ INFERENCE_BUCKETS = (
 
 BATCH_ERROR_KINDS = ("oom", "error", "timeout")
 REJECTION_REASONS = ("queue_full", "too_large", "not_ready")
-GPU_METRICS = (
-    "cnn_gpu_memory_allocated_bytes",
-    "cnn_gpu_memory_reserved_bytes",
-    "cnn_gpu_utilization_ratio",
-)
-
-
-@dataclass(frozen=True)
-class GpuReading:
-    allocated_bytes: float
-    reserved_bytes: float
-    utilization: float | None  # 0..1; None where NVML is not available
-
-
-def read_cuda(device: torch.device, *, nvml: bool) -> GpuReading:
-    utilization = None
-    if nvml:
-        try:  # NVML can be importable yet unusable (no driver access in a container)
-            utilization = torch.cuda.utilization(device) / 100.0
-        except Exception:
-            utilization = None
-    return GpuReading(
-        allocated_bytes=float(torch.cuda.memory_allocated(device)),
-        reserved_bytes=float(torch.cuda.memory_reserved(device)),
-        utilization=utilization,
-    )
-
-
-class GpuCollector(Collector):
-    """GPU memory (and utilization where NVML answers), read when scraped."""
-
-    def __init__(self, read: Callable[[torch.device], GpuReading] | None = None) -> None:
-        # torch.cuda.utilization asks NVML through pynvml (nvidia-ml-py), when installed.
-        nvml = importlib.util.find_spec("pynvml") is not None
-        self._read = read or functools.partial(read_cuda, nvml=nvml)
-        self.devices: list[torch.device] = []
-
-    def collect(self) -> Iterable[Metric]:
-        allocated, reserved, utilization = (
-            GaugeMetricFamily(GPU_METRICS[0], "bytes held by tensors", labels=["device"]),
-            GaugeMetricFamily(
-                GPU_METRICS[1], "bytes held by the caching allocator", labels=["device"]
-            ),
-            GaugeMetricFamily(GPU_METRICS[2], "GPU busy fraction (NVML), 0..1", labels=["device"]),
-        )
-        seen_utilization = False
-        for device in self.devices:
-            reading = self._read(device)
-            allocated.add_metric([str(device)], reading.allocated_bytes)
-            reserved.add_metric([str(device)], reading.reserved_bytes)
-            if reading.utilization is not None:
-                utilization.add_metric([str(device)], reading.utilization)
-                seen_utilization = True
-        yield allocated
-        yield reserved
-        if seen_utilization:
-            yield utilization
 
 
 class Metrics:
@@ -123,7 +60,7 @@ class Metrics:
         GCCollector(registry=registry)
         self._served: set[str] = set()
         self._inflight = 0
-        self._gpu: GpuCollector | None = None
+        self._gpu_devices: set[str] = set()
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._preprocess_children: dict[str, Histogram] = {}
         self._request_families(registry)
@@ -210,30 +147,32 @@ class Metrics:
         return ModelObserver(self, model)
 
     def model_loaded(self, served: ServedModel) -> None:
-        name, card, plan = served.name, served.card, served.plan
+        name, card, facts = served.name, served.card, served.facts
         self._served.add(name)
         self.model_info.labels(
-            name, card.version, card.architecture.name, str(plan.device), plan.dtype_name
+            name, card.version, card.architecture.name, facts.device, facts.dtype_name
         ).set(1)
         # Read when scraped: exact, where values pushed from two threads could land out of order.
-        self.queue_depth.labels(name).set_function(lambda: served.batcher.queue_depth)
+        self.queue_depth.labels(name).set_function(lambda: served.backend.queue_depth)
         self.images.labels(name)
         for kind in BATCH_ERROR_KINDS:
             self.batch_errors.labels(name, kind)
         for reason in REJECTION_REASONS:
             self.rejected.labels(name, reason)
         self.preprocess_seconds.labels(name)
-        self.inference_seconds.labels(name, str(plan.device))
-        self._activations.watch(name, served.monitor)
-        if plan.device.type == "cuda":
-            self._watch_gpu(plan.device)
+        self.inference_seconds.labels(name, facts.device)
 
-    def _watch_gpu(self, device: torch.device) -> None:
-        if self._gpu is None:
-            self._gpu = GpuCollector()
-            self.registry.register(self._gpu)
-        if device not in self._gpu.devices:
-            self._gpu.devices.append(device)
+    def watch_activations(self, name: str, monitor: ActivationReader) -> None:
+        self._activations.watch(name, monitor)
+
+    def watch_gpu(self, device: str) -> None:
+        """GPU memory and utilization of a CUDA device a model runs on, read when scraped."""
+        if device in self._gpu_devices:
+            return
+        from service.gpu_metrics import GpuCollector  # torch: only where a model is on a GPU
+
+        self._gpu_devices.add(device)
+        self.registry.register(GpuCollector(device))
 
     def served_name(self, name: object) -> str:
         """A model label only for served names: a URL never creates a series."""

@@ -15,7 +15,7 @@ window, and a shift in traffic shows within one window.
 Label cardinality: one series per monitored layer, at most MAX_LAYERS layers
 per model (the card's profiled layers, or the activation layers spread evenly
 over the network); predicted-class counts go to metrics only for models of at
-most MAX_CLASS_SERIES classes (JSON always has them).
+most service.activation_metrics.MAX_CLASS_SERIES classes (JSON always has them).
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from numpy.typing import NDArray
 
 from models.activation_profile import ActivationProfile
 from models.activation_stats import ActivationWindow, MapSummary, default_profile_layers
-from models.layers import FeatureLayer
+from models.feature_layer import FeatureLayer
 
 MAX_LAYERS = 32
-MAX_CLASS_SERIES = 100
 
 
 def monitored_layers(

@@ -22,10 +22,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from numpy.typing import NDArray
 from PIL import Image
 
-from models import Preprocessor
+from models.pixels import PixelPipeline
 from service.allocator import release_freed_memory
 from service.errors import RequestTimeout, TooManyPixels
 from service.imaging import load_image, open_image
@@ -39,7 +39,7 @@ RELEASE_PIXELS = 4_000_000
 
 @dataclass(frozen=True)
 class PreparedImages:
-    pixels: torch.Tensor  # uint8 [N,C,H,W]
+    pixels: NDArray[np.uint8]  # [N,C,H,W]
     seconds: float  # decode + preprocess, summed over the images
 
 
@@ -64,7 +64,7 @@ class ImagePipeline:
 
     @staticmethod
     def _prepare(
-        preprocess: Preprocessor,
+        preprocess: PixelPipeline,
         images: Sequence[Image.Image],
         first_index: int,
         deadline: float | None = None,
@@ -95,14 +95,14 @@ class ImagePipeline:
         return images
 
     async def prepare(
-        self, preprocess: Preprocessor, data: Sequence[bytes], deadline: float | None = None
+        self, preprocess: PixelPipeline, data: Sequence[bytes], deadline: float | None = None
     ) -> PreparedImages:
         started = time.perf_counter()
         images = self._open_all(data)
         header_s = time.perf_counter() - started
         if sum(image.width * image.height for image in images) <= INLINE_PIXELS:
             arrays, seconds = self._prepare(preprocess, images, 0)
-            return PreparedImages(torch.from_numpy(np.stack(arrays)), header_s + seconds)
+            return PreparedImages(np.stack(arrays), header_s + seconds)
         loop = asyncio.get_running_loop()
         step = max(1, -(-len(images) // self._workers))
         parts = await asyncio.gather(
@@ -120,6 +120,4 @@ class ImagePipeline:
         )
         _check_deadline(deadline, "while its images were decoded")
         arrays = [array for part, _ in parts for array in part]
-        return PreparedImages(
-            pixels=torch.from_numpy(np.stack(arrays)), seconds=header_s + sum(s for _, s in parts)
-        )
+        return PreparedImages(pixels=np.stack(arrays), seconds=header_s + sum(s for _, s in parts))

@@ -1,48 +1,100 @@
-"""The served models: each one's checkpoint, device plan, engines and batcher."""
+"""The served models as the HTTP side sees them: card, layers, placement and a backend.
+
+Nothing here holds torch: the model itself is behind `backend` (in this process,
+or in the engine process; see service.backend).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models import LoadedModel, ModelCard
-from models.layers import FeatureLayer
-from service.batching import Batcher
-from service.devices import DevicePlan
+from models.card import ModelCard
+from models.feature_layer import FeatureLayer
+from models.pixels import PixelPipeline
+from service.backend import ModelBackend
 from service.errors import UnknownModel
-from service.explain_lane import ExplainLane
-from service.monitoring import ActivationMonitor
+
+
+@dataclass(frozen=True)
+class BatchingInfo:
+    max_batch_size: int
+    max_delay_s: float
+    max_queue_images: int
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model is, in plain data: made where it loads, sent to HTTP workers."""
+
+    name: str
+    card: ModelCard
+    layers: tuple[FeatureLayer, ...]  # feature-map layers in forward order, found at load
+    device: str
+    dtype_name: str
+    parameters: int
+    batching: BatchingInfo
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "card": self.card.model_dump(mode="json"),
+            "layers": [layer.to_wire() for layer in self.layers],
+            "device": self.device,
+            "dtype_name": self.dtype_name,
+            "parameters": self.parameters,
+            "batching": asdict(self.batching),
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ModelFacts:
+        return cls(
+            name=data["name"],
+            card=ModelCard.model_validate(data["card"]),
+            layers=tuple(FeatureLayer.from_wire(layer) for layer in data["layers"]),
+            device=data["device"],
+            dtype_name=data["dtype_name"],
+            parameters=data["parameters"],
+            batching=BatchingInfo(**data["batching"]),
+        )
 
 
 @dataclass
 class ServedModel:
-    name: str
-    loaded: LoadedModel
-    plan: DevicePlan
-    batcher: Batcher
-    layers: tuple[FeatureLayer, ...] = ()  # feature-map layers in forward order, found at load
-    lane: ExplainLane | None = None  # explanations: their own thread and queue
-    monitor: ActivationMonitor | None = None  # sampled activation statistics
+    facts: ModelFacts
+    backend: ModelBackend
+    pixels: PixelPipeline = field(init=False)  # decoded image -> the card's uint8 pixels
+
+    def __post_init__(self) -> None:
+        self.pixels = PixelPipeline(self.facts.card.input)
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
 
     @property
     def card(self) -> ModelCard:
-        return self.loaded.card
+        return self.facts.card
+
+    @property
+    def layers(self) -> tuple[FeatureLayer, ...]:
+        return self.facts.layers
 
     def metadata(self) -> dict[str, Any]:
-        card = self.card
+        facts, card = self.facts, self.facts.card
         return {
-            "name": self.name,
+            "name": facts.name,
             "version": card.version,
             "architecture": card.architecture.name,
             "labels": list(card.labels),
             "input": card.input.model_dump(mode="json"),
-            "parameters": self.loaded.parameter_count,
-            "device": str(self.plan.device),
-            "dtype": self.plan.dtype_name,
+            "parameters": facts.parameters,
+            "device": facts.device,
+            "dtype": facts.dtype_name,
             "batching": {
-                "max_batch_size": self.batcher.max_batch_size,
-                "max_batch_delay_ms": self.batcher.max_delay_s * 1000.0,
-                "max_queue_size": self.batcher.max_queue_images,
+                "max_batch_size": facts.batching.max_batch_size,
+                "max_batch_delay_ms": facts.batching.max_delay_s * 1000.0,
+                "max_queue_size": facts.batching.max_queue_images,
             },
             "metrics": card.metrics.model_dump(mode="json") if card.metrics else None,
             "weights_sha256": card.weights_sha256,

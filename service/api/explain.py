@@ -13,8 +13,8 @@ from starlette.responses import Response
 
 from service.api.deps import ModelCallDep, TopKQuery
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY, PROBLEM_RESPONSES
-from service.explaining import Explained, ExplainParams, explain_image
-from service.explanations import BASELINES, METHODS, Baseline, Method
+from service.explain_terms import BASELINES, METHODS, Baseline, ExplainParams, Method
+from service.explaining import Explained, explain_image
 from service.features import prediction_headers
 from service.heatmaps import DEFAULT_ALPHA, heatmap_png, overlay_png
 from service.inference import resolve_top_k
@@ -116,7 +116,7 @@ async def _png(
     if view == "heatmap":
         png = await run_in_threadpool(heatmap_png, result.attribution, scale=scale)
     else:
-        pixels = explained.pixels.numpy()
+        pixels = explained.pixels
         png = await run_in_threadpool(
             overlay_png, result.attribution, pixels, alpha=alpha, scale=scale
         )
@@ -129,8 +129,6 @@ async def _png(
     responses=PROBLEM_RESPONSES,
 )
 async def activations(call: ModelCallDep) -> Response:
-    monitor = call.served.monitor
     body: dict[str, Any] = {"model": call.served.name}
-    if monitor is not None:
-        body.update(monitor.describe())
+    body.update(await call.served.backend.activations())
     return json_response(body)

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from models.layers import FeatureLayer, conv_kernels
+from models.feature_layer import FeatureLayer
 from service.api.deps import ModelCallDep, TopKQuery
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY, PROBLEM_RESPONSES
 from service.errors import InvalidBody, InvalidParameter, TooManyImages
@@ -150,7 +150,7 @@ async def _json_response(
     values: bool,
     limit: int,
 ) -> Response:
-    head = {"model": served.name, "dtype": served.plan.dtype_name, "prediction": prediction}
+    head = {"model": served.name, "dtype": served.facts.dtype_name, "prediction": prediction}
     entries = await run_in_threadpool(json_layer_chunks, layers, maps, values=values, limit=limit)
     # Values can run to megabytes: the encoded layers are sent as they are, never joined.
     return sized_response(json_body_chunks(head, entries), "application/json")
@@ -162,7 +162,7 @@ def _npz_response(
     stream = NpzStream(maps)
     stream.check(limit)
     headers = {
-        **prediction_headers(prediction, served.plan.dtype_name),
+        **prediction_headers(prediction, served.facts.dtype_name),
         "Content-Length": str(stream.size),
         "Content-Disposition": f'attachment; filename="{served.name}-feature-maps.npz"',
     }
@@ -183,7 +183,7 @@ async def _png_response(
     array = maps[layer.name]
     picked = parse_channels(channels, array.shape[0])
     png = await run_in_threadpool(feature_grid_png, array, channels=picked, scale=scale)
-    headers = prediction_headers(prediction, served.plan.dtype_name)
+    headers = prediction_headers(prediction, served.facts.dtype_name)
     return Response(png, media_type="image/png", headers=headers)
 
 
@@ -204,7 +204,7 @@ async def kernels(
 ) -> Response:
     served = call.served
     entry = LayerIndex(served.layers).kernels_of(layer)
-    found = conv_kernels(served.loaded.module, entry)
+    found = await served.backend.kernels(entry)
     weights = found.weights
     if fmt == "png":
         png = await run_in_threadpool(kernel_grid_png, weights, scale=scale)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from PIL import Image
 from starlette.responses import Response
 
-from models import Preprocessor
+from models.pixels import PixelPipeline
 from service.api.assets import PackagedFiles
 from service.api.deps import ModelCallDep
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY
@@ -54,7 +54,7 @@ async def static_file(name: str) -> Response:
     return _STATIC.response(name)
 
 
-def render_input(data: bytes, preprocess: Preprocessor, *, max_pixels: int) -> bytes:
+def render_input(data: bytes, preprocess: PixelPipeline, *, max_pixels: int) -> bytes:
     """The uint8 pixels the model is fed (before normalization) as a PNG at the model's size."""
     pixels = preprocess.to_uint8(decode_image(data, max_pixels=max_pixels))
     image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
@@ -82,7 +82,7 @@ async def preprocessed(request: Request, call: ModelCallDep) -> Response:
     )
     if len(images) != 1:
         raise InvalidBody(f"this endpoint renders one image; the request carries {len(images)}")
-    data, preprocess = images[0], call.served.loaded.preprocess
+    data, preprocess = images[0], call.served.pixels
     png = await asyncio.get_running_loop().run_in_executor(
         call.state.executor,
         lambda: render_input(data, preprocess, max_pixels=call.settings.max_image_pixels),

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from service.batch_run import ItemResult
 from service.errors import ResponseTooLarge
 from service.inference import submit_pixels
 from service.registry import ServedModel
+from service.results import ItemResult
 from service.state import ModelCall
 from service.v2.codec import (
     HEADER_LENGTH,
@@ -88,7 +88,7 @@ async def infer(request: Request, call: ModelCall) -> Answer:
     served, executor = call.served, call.state.executor
     layers = layer_shapes(served.layers)
     limit = call.settings.max_images_per_request
-    with served.batcher.incoming(getattr(request.state, "arrival", None)) as arrival:
+    with served.backend.incoming(getattr(request.state, "arrival", None)) as arrival:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
         decoded = await loop.run_in_executor(
@@ -97,7 +97,7 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         pixels, seconds = decoded.model_input.pixels, decoded.seconds
         if decoded.model_input.images is not None:
             prepared = await call.state.pipeline.prepare(
-                served.loaded.preprocess, decoded.model_input.images, call.deadline
+                served.pixels, decoded.model_input.images, call.deadline
             )
             pixels, seconds = prepared.pixels, seconds + prepared.seconds
         assert pixels is not None  # a ModelInput holds pixels or images

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
+from numpy.typing import NDArray
 
 from models import InputSpec
-from models.layers import FeatureLayer
-from service.batch_run import ItemResult
+from models.feature_layer import FeatureLayer
 from service.errors import InvalidBody
 from service.inputs import check_image_count, decode_base64
 from service.predictions import top_k
+from service.results import ItemResult
 from service.v2.codec import (
     InferRequest,
     RequestedOutput,
@@ -74,7 +74,7 @@ def metadata(
 class ModelInput:
     """What a request feeds the model: a ready tensor, or encoded images still to prepare."""
 
-    pixels: torch.Tensor | None = None  # [N,C,H,W]: float32 normalized, or uint8 pixels
+    pixels: NDArray[Any] | None = None  # [N,C,H,W]: float32 normalized, or uint8 pixels
     images: list[bytes] | None = None
 
 
@@ -104,7 +104,7 @@ def _raw_input(body: memoryview, spec: InputSpec) -> RequestTensor:
     return RequestTensor(INPUT, "FP32", (len(body) // per_image, *spec.shape), raw=body)
 
 
-def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> torch.Tensor:
+def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> NDArray[Any]:
     if tensor.datatype not in ("FP32", "UINT8"):
         raise InvalidBody(
             f"input {INPUT!r} must be FP32 (normalized) or UINT8 (pixels), got {tensor.datatype}"
@@ -116,7 +116,7 @@ def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> torch.Te
             f"input {INPUT!r} must have shape [N,{expected}] with N >= 1, got {list(shape)}"
         )
     check_image_count(shape[0], max_images)
-    return torch.from_numpy(decode_numeric(tensor))
+    return decode_numeric(tensor)
 
 
 def _images(tensor: RequestTensor, max_images: int) -> list[bytes]:

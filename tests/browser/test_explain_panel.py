@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from playwright.sync_api import Page
 
-from service.explanations import occlusion_geometry
+from service.explain_terms import occlusion_geometry
 from tests.browser.conftest import API_KEY
 from tests.browser.pages import WAIT_MS, open_page, post, save_screenshot, upload
 from tests.helpers import ROOT, Digits, ServerProcess

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 import models
-from service.explanations import DEFAULT_STEPS, MAX_OCCLUSION_PASSES, MAX_STEPS, METHODS
+from service.explain_terms import DEFAULT_STEPS, MAX_OCCLUSION_PASSES, MAX_STEPS, METHODS
 from tests.conftest import AppClientFactory
 from tests.helpers import ROOT, Digits, png_bytes
 

@@ -19,6 +19,7 @@ import pytest
 
 from service.batch_run import WorkItem
 from service.batching import Batcher
+from service.local_backend import LocalBackend
 from tests.reliability.conftest import Served, ServedFactory
 from tests.reliability.probe import (
     ABORT_LEVEL,
@@ -53,7 +54,9 @@ async def hold_worker(served: Served) -> asyncio.Task[httpx.Response]:
 
 
 def probe_batcher(served: Served) -> Batcher:
-    return served.state.registry.get("probe").batcher
+    backend = served.state.registry.get("probe").backend
+    assert isinstance(backend, LocalBackend)
+    return backend.batcher
 
 
 def unsettled_work_items() -> list[WorkItem]:

@@ -14,7 +14,7 @@ import torch
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from service.metrics import GpuCollector, GpuReading
+from service.gpu_metrics import GpuCollector, GpuReading
 from tests.conftest import AppClientFactory
 from tests.helpers import ROOT, Digits
 from tests.service.test_metrics import parse

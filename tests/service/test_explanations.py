@@ -16,20 +16,18 @@ from models.architectures import build_model
 from models.card import InputSpec
 from models.layers import feature_layers
 from models.preprocess import Preprocessor
-from service.cam import default_cam_layer, resolve_layer
+from service.cam import resolve_layer
 from service.errors import InvalidParameter, UnknownLayer
-from service.explanations import (
+from service.explain_terms import (
     MAX_OCCLUSION_PASSES,
     ExplainBudgetExceeded,
-    ExplainRequest,
     Explanation,
     UnknownTarget,
-    baseline_input,
-    explain,
     occlusion_geometry,
     resolve_target,
 )
-from service.features import LayerIndex
+from service.explanations import ExplainRequest, baseline_input, explain
+from service.features import LayerIndex, default_cam_layer
 from tests.helpers import ROOT, Digits
 
 MNIST_BLACK = -0.1307 / 0.3081  # the card's normalization of a 0 pixel

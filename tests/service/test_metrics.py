@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import models
-from service.metrics import GPU_METRICS, GpuCollector, GpuReading
+from service.gpu_metrics import GPU_METRICS, GpuCollector, GpuReading
 from tests.conftest import AppClientFactory
 from tests.helpers import Digits, free_port, running_server
 

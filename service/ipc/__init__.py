@@ -1,0 +1,1 @@
+"""Between HTTP workers and the engine process: framing, shared memory, both ends."""

@@ -1,0 +1,230 @@
+"""An HTTP worker's end of the engine socket: the served models as remote backends.
+
+One connection per worker carries every request as a frame with an id; answers
+come back in any order and settle the matching future. Pixels go through the
+worker's shared-memory arena when it has room (else inline in the frame). When
+the engine goes away, every request in flight fails at once with 503
+engine_unavailable, the worker reports not ready, and it reconnects as soon as
+the supervisor has a new engine listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from contextlib import AbstractContextManager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.feature_layer import FeatureLayer, Kernels
+from service.arrivals import Arrival, Arrivals
+from service.backend import ExplainOutcome
+from service.errors import EngineUnavailable, RequestTimeout, error_named
+from service.explain_terms import ExplainParams, Explanation
+from service.ipc.arena import Arena
+from service.ipc.wire import arrays_of, frame, read_frame
+from service.metrics import Metrics
+from service.registry import ModelFacts, ModelRegistry, ServedModel
+from service.results import ItemResult
+
+log = logging.getLogger("service.ipc")
+
+ARENA_BYTES = 64 * 1024 * 1024  # per worker; a request that finds no room travels inline
+RECONNECT_S = 0.1
+# Past its deadline the engine answers 504 itself; this only ends a wait on an engine that hung.
+DEADLINE_SLACK_S = 2.0
+
+Answer = tuple[dict[str, Any], dict[str, NDArray[Any]]]
+
+
+class EngineLink:
+    """The model source of an HTTP worker: the engine process, over its socket."""
+
+    def __init__(self, socket_path: Path, arrivals: Arrivals) -> None:
+        self._path = socket_path
+        self.arrivals = arrivals
+        self._arena = Arena(socket_path.parent / f"arena-{os.getpid()}", ARENA_BYTES)
+        # The engine's batcher reads this worker's requests on their way from the arena.
+        arrivals.publish = self._arena.publish_pending
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._registry: ModelRegistry | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ---- ModelSource -----------------------------------------------------
+
+    async def open(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        self._registry = registry
+        hello = await self._connect()
+        for data in hello["models"]:
+            served = ServedModel(ModelFacts.from_wire(data), RemoteBackend(self, data["name"]))
+            metrics.model_loaded(served)
+            registry.add(served)
+        if hello["default"]:
+            registry.default_name = hello["default"]
+
+    async def close(self, grace_s: float) -> None:
+        self._closing = True
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        self._fail_all()
+        self._arena.close()
+
+    # ---- the connection --------------------------------------------------
+
+    async def _connect(self) -> dict[str, Any]:
+        reader, writer = await asyncio.open_unix_connection(str(self._path))
+        writer.writelines(frame({"id": -1, "op": "hello", "arena": str(self._arena.path)}))
+        hello, _ = await read_frame(reader)
+        self._writer = writer
+        self._reader_task = asyncio.create_task(self._read(reader))
+        return hello
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header, payload = await read_frame(reader)
+                future = self._waiting.pop(header["id"], None)
+                if future is not None and not future.done():
+                    future.set_result((header, arrays_of(header, payload)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        if not self._closing:
+            log.error("the engine went away; reconnecting")
+            self._writer = None
+            self._fail_all()
+            self._reconnect_task = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        if self._registry is not None:
+            self._registry.ready = False  # /readyz 503 until an engine is warm again
+        while not self._closing:
+            await asyncio.sleep(RECONNECT_S)
+            with contextlib.suppress(OSError):
+                await self._connect()
+                if self._registry is not None:
+                    self._registry.ready = True
+                log.info("engine connected again")
+                return
+
+    def _fail_all(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(EngineUnavailable("the engine process ended; retry shortly"))
+
+    async def call(
+        self,
+        header: dict[str, Any],
+        deadline: float,
+        pixels: NDArray[Any] | None = None,
+        arrival: Arrival | None = None,
+    ) -> Answer:
+        """Send one request, wait for its answer; raise the engine's error as its own."""
+        writer = self._writer
+        if writer is None:
+            if arrival is not None:
+                arrival.settle()
+            raise EngineUnavailable("the engine process is restarting; retry shortly")
+        request_id = next(self._ids)
+        block = self._place(header, pixels)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        arrays = {"pixels": pixels} if pixels is not None and block is None else None
+        writer.writelines(frame({**header, "id": request_id, "deadline": deadline}, arrays))
+        if arrival is not None:
+            arrival.settle()  # after sending: the engine may wait for it, never miss it
+        try:
+            timeout = max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK_S
+            reply, answer_arrays = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise RequestTimeout("the engine did not answer within the deadline") from None
+        finally:
+            if block is not None:
+                if future.done():
+                    self._arena.release(block)
+                else:  # the engine may still read it: free the block when it answers
+                    future.add_done_callback(lambda _: self._arena.release(block))
+        error = reply.get("error")
+        if error is not None:
+            raise error_named(error["type"])(error["detail"], headers=error["headers"] or None)
+        return reply, answer_arrays
+
+    def _place(self, header: dict[str, Any], pixels: NDArray[Any] | None) -> int | None:
+        """Copy the pixels into the arena, noting where in the header; None: no room."""
+        if pixels is None:
+            return None
+        block = self._arena.allocate(pixels.nbytes)
+        if block is not None:
+            self._arena.write(block, pixels)
+            header.update(block=block, shape=list(pixels.shape), dtype=pixels.dtype.str)
+        return block
+
+
+class RemoteBackend:
+    """One model in the engine process (service.backend.ModelBackend)."""
+
+    def __init__(self, link: EngineLink, name: str) -> None:
+        self._link = link
+        self._name = name
+
+    @property
+    def queue_depth(self) -> int:
+        return 0  # the engine's queue: exported by the engine itself
+
+    def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
+        return self._link.arrivals.incoming(arrival)
+
+    async def submit(
+        self,
+        pixels: NDArray[Any],
+        *,
+        deadline: float,
+        capture: frozenset[str] = frozenset(),
+        arrival: Arrival | None = None,
+    ) -> ItemResult:
+        header = {"op": "infer", "model": self._name, "capture": sorted(capture)}
+        reply, arrays = await self._link.call(header, deadline, pixels, arrival)
+        return ItemResult(
+            probabilities=arrays["probabilities"],
+            logits=arrays["logits"],
+            features={name: arrays[f"feature:{name}"] for name in capture},
+            queue_wait_s=reply["queue_wait_s"],
+            inference_s=reply["inference_s"],
+            batch_size=reply["batch_size"],
+            device=reply["device"],
+        )
+
+    async def explain(
+        self, pixels: NDArray[np.uint8], params: ExplainParams, layer: str | None, deadline: float
+    ) -> ExplainOutcome:
+        header = {"op": "explain", "model": self._name, "params": asdict(params), "layer": layer}
+        reply, arrays = await self._link.call(header, deadline, pixels)
+        explanation = Explanation(
+            reply["method"], reply["target"], arrays["attribution"], arrays["probabilities"]
+        )
+        return ExplainOutcome(explanation, reply["queue_wait_s"], reply["inference_s"])
+
+    async def kernels(self, layer: FeatureLayer) -> Kernels:
+        header = {"op": "kernels", "model": self._name, "layer": layer.name}
+        reply, arrays = await self._link.call(header, time.monotonic() + 30.0)
+        return Kernels(arrays["weights"], arrays.get("bias"), reply["groups"])
+
+    async def activations(self) -> dict[str, Any]:
+        header = {"op": "activations", "model": self._name}
+        reply, _ = await self._link.call(header, time.monotonic() + 30.0)
+        body: dict[str, Any] = reply["body"]
+        return body
