@@ -49,3 +49,11 @@ class Preprocessor:
     @property
     def normalize_offset(self) -> torch.Tensor:
         return self._offset
+
+
+def seen_pixels(x: torch.Tensor, preprocess: Preprocessor) -> NDArray[np.uint8]:
+    """A preprocessed [1, C, H, W] input back to the uint8 [C, H, W] pixels it came from."""
+    scale = preprocess.normalize_scale.to(x.device)
+    offset = preprocess.normalize_offset.to(x.device)
+    pixels = ((x[0].detach().float() - offset) / scale).round().clamp(0, 255)
+    return pixels.to(torch.uint8).cpu().numpy()

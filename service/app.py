@@ -155,6 +155,6 @@ def create_app(
     if settings.ui:
         app.include_router(ui.router)
     if settings.metrics_port is None:  # else only on its own port, private to the cluster
-        add_metrics_route(app, metrics.registry)
+        add_metrics_route(app, metrics)
     _install_middleware(app, settings, metrics, arrivals)
     return app

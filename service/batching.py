@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -100,6 +99,10 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
+        return self._queued_images
+
+    def queue_depth_now(self) -> int:
+        """queue_depth as a callable, for gauges read when scraped."""
         return self._queued_images
 
     @property
@@ -240,9 +243,3 @@ class Batcher:
             if remaining <= 0:
                 return
             self._cond.wait(remaining)
-
-
-def warm_up_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to, and including, the max batch size: the buckets warmed at start-up."""
-    sizes = [2**i for i in range(int(math.log2(max_batch_size)) + 1)]
-    return sorted({*sizes, max_batch_size})

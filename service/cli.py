@@ -8,6 +8,7 @@ naming the cause and a non-zero exit code; the server never starts half-ready.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from models.validation import summarize_errors
+from service.cpus import available_cpus, default_workers
 from service.settings import Settings
 
 
@@ -30,12 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (CNN_DEVICE)")
     parser.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (CNN_PRECISION)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="HTTP worker processes; 1: one process (CNN_WORKERS; default: one per CPU)",
+    )
     return parser
 
 
-def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+def overrides_from_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {
+    return {
         key: value
         for key, value in {
             "host": args.host,
@@ -43,10 +50,22 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
             "models": args.model,
             "device": args.device,
             "precision": args.precision,
+            "workers": args.workers,
         }.items()
         if value is not None
     }
-    return Settings(**overrides)
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    return Settings(**overrides_from_args(argv))
+
+
+def child_environment(overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment under which the processes of a multi-process server read the flags."""
+    env = dict(os.environ)
+    for key, value in overrides.items():
+        env[f"CNN_{key.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+    return env
 
 
 def _variable(loc: Sequence[int | str]) -> str:
@@ -61,19 +80,25 @@ def _settings_error(exc: ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = settings_from_args(argv)
+        overrides = overrides_from_args(argv)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"cnn-serve: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    # After settings: importing torch takes a moment.
     from service.preflight import SettingError, preflight
-    from service.server import serve
 
     try:
         preflight(settings)
     except SettingError as exc:
         print(f"cnn-serve: {exc}", file=sys.stderr)
         return 2
+    workers = settings.workers or default_workers(available_cpus())
+    if workers > 1:
+        from service.supervisor import supervise
+
+        return supervise(settings, workers, child_environment(overrides))
+    from service.server import serve
+
     return serve(settings)
 
 

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from service.errors import DeviceUnavailable
 from service.settings import Precision
-
-
-class DeviceUnavailable(Exception):
-    """The configured device does not exist on this machine."""
 
 
 @dataclass(frozen=True)

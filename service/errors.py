@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+class DeviceUnavailable(Exception):
+    """The configured device does not exist on this machine (a start-up error, not HTTP)."""
+
+
 class ServiceError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"

@@ -14,10 +14,8 @@ nearest-neighbour repetition, like the feature-map grids.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from models.preprocess import Preprocessor
 from service.errors import InvalidParameter, ResponseTooLarge
 from service.rendering import (
     MAX_GRID_PIXELS,
@@ -40,14 +38,6 @@ INFERNO = lut_from_stops(
 )
 DEFAULT_ALPHA = 0.5
 _DEFAULT_SIDE = 224  # small inputs are enlarged to about this many pixels a side
-
-
-def seen_pixels(x: torch.Tensor, preprocess: Preprocessor) -> NDArray[np.uint8]:
-    """A preprocessed [1, C, H, W] input back to the uint8 [C, H, W] pixels it came from."""
-    scale = preprocess.normalize_scale.to(x.device)
-    offset = preprocess.normalize_offset.to(x.device)
-    pixels = ((x[0].detach().float() - offset) / scale).round().clamp(0, 255)
-    return pixels.to(torch.uint8).cpu().numpy()
 
 
 def default_scale(height: int, width: int) -> int:
@@ -103,6 +93,6 @@ def overlay_png(
     alpha: float = DEFAULT_ALPHA,
     scale: int | None = None,
 ) -> bytes:
-    """The map over the pixels the model saw (see seen_pixels), as PNG."""
+    """The map over the pixels the model saw (see models.preprocess.seen_pixels), as PNG."""
     scale = _checked_scale(attribution.shape[0], attribution.shape[1], scale)
     return encode_png(overlay_rgb(attribution, pixels, alpha, scale))

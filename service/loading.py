@@ -16,7 +16,8 @@ from models.feature_layer import FeatureLayer
 from models.layers import feature_layers
 from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
-from service.batching import Batcher, warm_up_sizes
+from service.batch_sizes import warm_up_sizes
+from service.batching import Batcher
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine
 from service.explain_lane import ExplainLane
@@ -24,15 +25,9 @@ from service.local_backend import LocalBackend
 from service.metrics import Metrics
 from service.monitoring import ActivationMonitor
 from service.registry import BatchingInfo, ModelFacts, ModelRegistry, ServedModel
-from service.settings import ModelSpec, Settings
+from service.settings import ModelSpec, Settings, configured_models
 
 log = logging.getLogger("service.loading")
-
-
-def configured_models(settings: Settings) -> list[ModelSpec]:
-    if settings.models:
-        return list(settings.models)
-    return [ModelSpec(name=models.DEFAULT_MODEL_NAME, path=models.default_model_path())]
 
 
 def _engines(
@@ -134,6 +129,7 @@ class LocalModels:
             served = ServedModel(model.facts, model.backend)
             metrics.model_loaded(served)
             metrics.watch_activations(spec.name, model.backend.monitor)
+            metrics.watch_queue(spec.name, model.backend.batcher.queue_depth_now)
             if model.facts.device.startswith("cuda"):
                 metrics.watch_gpu(model.facts.device)
             registry.add(served)

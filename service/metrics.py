@@ -19,16 +19,20 @@ forward pass (tens of microseconds to milliseconds) to a ResNet-50 batch on a CP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from service.activation_metrics import ActivationCollector, ActivationReader
-from service.batching import warm_up_sizes
+from service.batch_sizes import warm_up_sizes
 from service.registry import ServedModel
 
 REQUEST_BUCKETS = (
@@ -50,23 +54,67 @@ BATCH_ERROR_KINDS = ("oom", "error", "timeout")
 REJECTION_REASONS = ("queue_full", "too_large", "not_ready")
 
 
+def multiprocess_dir() -> str | None:
+    """Where every process of a multi-process service writes its values (prometheus-client's
+    multiprocess mode, chosen by this variable before prometheus_client is imported)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+class LiveGauges(Collector):
+    """Gauges read from this process's objects when scraped: readiness and queue depths.
+
+    Read, not pushed: values pushed from two threads could land out of order.
+    """
+
+    def __init__(self) -> None:
+        self.is_ready: Callable[[], bool] | None = None
+        self.queues: dict[str, Callable[[], int]] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        if self.is_ready is not None:
+            ready = GaugeMetricFamily("cnn_ready", "1 while serving, 0 while starting or draining")
+            ready.add_metric([], float(self.is_ready()))
+            yield ready
+        if self.queues:
+            depth = GaugeMetricFamily(
+                "cnn_queue_depth", "images waiting for a batch", labels=["model"]
+            )
+            for name, read in self.queues.items():
+                depth.add_metric([name], float(read()))
+            yield depth
+
+
 class Metrics:
-    """Every family the service exports, on this instance's own registry."""
+    """Every family the service exports, on this instance's own registry.
+
+    In one process, `registry` is what a scrape reads. With several processes
+    (multiprocess_dir() set) counters, histograms and the in-flight gauge are
+    written to files that a scrape sums over every process, and `live` holds what
+    only this process can read (readiness, queue depths, activation and GPU gauges).
+    """
 
     def __init__(self, *, max_batch_size: int) -> None:
         self.registry = registry = CollectorRegistry()
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        self.live = CollectorRegistry()
+        self.multiprocess = multiprocess_dir() is not None
+        if not self.multiprocess:  # per process: meaningless summed, so single-process only
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
         self._served: set[str] = set()
-        self._inflight = 0
+        # An HTTP worker's: the engine's live gauges as exposition text, for its scrapes.
+        self.remote_live: Callable[[], Awaitable[bytes]] | None = None
         self._gpu_devices: set[str] = set()
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._preprocess_children: dict[str, Histogram] = {}
         self._request_families(registry)
         self._model_families(registry, max_batch_size)
         self._activations = ActivationCollector()
-        registry.register(self._activations)
+        self._gauges = LiveGauges()
+        self.live.register(self._activations)
+        self.live.register(self._gauges)
+        if not self.multiprocess:
+            registry.register(_Forward(self.live))
 
     def _request_families(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -88,13 +136,11 @@ class Metrics:
             ["model", "reason"],
             registry=registry,
         )
-        Gauge(
+        self._inflight = Gauge(
             "cnn_inflight_requests",
             "HTTP requests being answered (scrapes excluded)",
             registry=registry,
-        ).set_function(lambda: self._inflight)
-        self.ready = Gauge(
-            "cnn_ready", "1 while serving, 0 while starting or draining", registry=registry
+            multiprocess_mode="livesum",
         )
 
     def _model_families(self, registry: CollectorRegistry, max_batch_size: int) -> None:
@@ -121,9 +167,6 @@ class Metrics:
             ["model", "device"],
             INFERENCE_BUCKETS,
         )
-        self.queue_depth = Gauge(
-            "cnn_queue_depth", "images waiting for a batch", ["model"], registry=registry
-        )
         self.images = Counter(
             "cnn_images_total", "images run through a model", ["model"], registry=registry
         )
@@ -138,6 +181,7 @@ class Metrics:
             "served models; always 1",
             ["model", "version", "architecture", "device", "dtype"],
             registry=registry,
+            multiprocess_mode="max",
         )
 
     # ---- models ----------------------------------------------------------
@@ -152,8 +196,6 @@ class Metrics:
         self.model_info.labels(
             name, card.version, card.architecture.name, facts.device, facts.dtype_name
         ).set(1)
-        # Read when scraped: exact, where values pushed from two threads could land out of order.
-        self.queue_depth.labels(name).set_function(lambda: served.backend.queue_depth)
         self.images.labels(name)
         for kind in BATCH_ERROR_KINDS:
             self.batch_errors.labels(name, kind)
@@ -165,6 +207,10 @@ class Metrics:
     def watch_activations(self, name: str, monitor: ActivationReader) -> None:
         self._activations.watch(name, monitor)
 
+    def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
+        """A model whose queue is in this process (its engine's)."""
+        self._gauges.queues[name] = depth
+
     def watch_gpu(self, device: str) -> None:
         """GPU memory and utilization of a CUDA device a model runs on, read when scraped."""
         if device in self._gpu_devices:
@@ -172,22 +218,31 @@ class Metrics:
         from service.gpu_metrics import GpuCollector  # torch: only where a model is on a GPU
 
         self._gpu_devices.add(device)
-        self.registry.register(GpuCollector(device))
+        self.live.register(GpuCollector(device))
 
     def served_name(self, name: object) -> str:
         """A model label only for served names: a URL never creates a series."""
         return name if isinstance(name, str) and name in self._served else ""
 
     def watch_readiness(self, is_ready: Callable[[], bool]) -> None:
-        self.ready.set_function(lambda: float(is_ready()))
+        self._gauges.is_ready = is_ready
+
+    def scrape_registry(self) -> CollectorRegistry:
+        """What one scrape reads: this registry, or every process's values and this one's live."""
+        if not self.multiprocess:
+            return self.registry
+        scraped = CollectorRegistry()
+        MultiProcessCollector(scraped)  # type: ignore[no-untyped-call]
+        scraped.register(_Forward(self.live))
+        return scraped
 
     # ---- requests --------------------------------------------------------
 
     def request_started(self) -> None:
-        self._inflight += 1  # event-loop thread only: no lock needed
+        self._inflight.inc()
 
     def request_finished(self) -> None:
-        self._inflight -= 1
+        self._inflight.dec()
 
     def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         key = (model, endpoint, status)
@@ -263,3 +318,13 @@ def start_exporter(
 ) -> MetricsExporter | _NoExporter:
     """Serve the registry on `port` (CNN_METRICS_PORT) when one is set; else nothing."""
     return _NoExporter() if port is None else MetricsExporter(registry, host=host, port=port)
+
+
+class _Forward(Collector):
+    """Another registry's families, collected as part of this one."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()

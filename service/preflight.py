@@ -11,8 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from service.loading import configured_models
-from service.settings import Settings
+from service.settings import Settings, configured_models
 
 
 class SettingError(Exception):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import sys
 import tempfile
+from pathlib import Path
 
 import uvicorn
 
 from models import ModelLoadError
 from service.allocator import keep_freed_memory
 from service.app import create_app
-from service.devices import DeviceUnavailable
+from service.errors import DeviceUnavailable
 from service.lifecycle import Lifecycle
 from service.logs import configure_logging
 from service.protocol import connection_options
@@ -47,14 +49,28 @@ def _startup_failure(error: Exception | None) -> str:
     return text if isinstance(error, KNOWN_STARTUP_ERRORS) else f"{type(error).__name__}: {text}"
 
 
-def serve(settings: Settings) -> int:
+def prepare_process(settings: Settings) -> None:
+    """Logging, memory and temp-file set-up shared by every process of the service."""
     configure_logging(settings.log_level, settings.log_format)
     keep_freed_memory()
     if settings.temp_dir is not None:
         # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
         tempfile.tempdir = str(settings.temp_dir)
+
+
+def cannot_start(error: Exception | None) -> int:
+    print(f"cnn-serve: cannot start: {_startup_failure(error)}", file=sys.stderr)
+    return 1
+
+
+def serve(
+    settings: Settings, *, engine: Path | None = None, sock: socket.socket | None = None
+) -> int:
+    """Serve HTTP until SIGTERM: the whole service, or (with `engine` and the supervisor's
+    listening `sock`) one HTTP worker of several."""
+    prepare_process(settings)
     lifecycle = Lifecycle(freeze_heap_when_ready=True)
-    app = create_app(settings, lifecycle)
+    app = create_app(settings, lifecycle, engine=engine)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -72,14 +88,11 @@ def serve(settings: Settings) -> int:
     quiet = _QuietKnownStartupFailure(lifecycle)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
-        server.run()
+        server.run(sockets=None if sock is None else [sock])
     except SystemExit:  # uvicorn exits this way when start-up fails
         pass
     finally:
         logging.getLogger("uvicorn.error").removeFilter(quiet)
     if not server.started:
-        print(
-            f"cnn-serve: cannot start: {_startup_failure(lifecycle.startup_error)}", file=sys.stderr
-        )
-        return 1
+        return cannot_start(lifecycle.startup_error)
     return 0

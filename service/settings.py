@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.weights import DEFAULT_MODEL_NAME, default_model_path
+
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -81,6 +83,14 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival to answer: 504")
     instances: int = Field(1, ge=1, le=64, description="model instances (worker threads) per model")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="HTTP worker processes feeding one engine process; 1: a single process "
+        "with the model in it; unset: one per CPU the process may use (cgroup quota included), "
+        "1 on a single CPU",
+    )
     torch_threads: int = Field(
         default_factory=_default_threads, ge=1, description="torch intra-op threads"
     )
@@ -236,3 +246,9 @@ class Settings(BaseSettings):
     @property
     def max_batch_delay_s(self) -> float:
         return self.max_batch_delay_ms / 1000.0
+
+
+def configured_models(settings: Settings) -> list[ModelSpec]:
+    if settings.models:
+        return list(settings.models)
+    return [ModelSpec(name=DEFAULT_MODEL_NAME, path=default_model_path())]

@@ -73,6 +73,12 @@ class EngineLink:
             registry.add(served)
         if hello["default"]:
             registry.default_name = hello["default"]
+        metrics.remote_live = self.live_metrics
+
+    async def live_metrics(self) -> bytes:
+        """The engine's live gauges (queue depth, activations, GPU) as exposition text."""
+        _, arrays = await self.call({"op": "metrics"}, time.monotonic() + 10.0)
+        return arrays["text"].tobytes()
 
     async def close(self, grace_s: float) -> None:
         self._closing = True

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry, generate_latest
 
 from service.arrivals import Arrivals
 from service.errors import InferenceFailed, ServiceError, UnknownLayer, UnknownModel
@@ -46,8 +48,13 @@ class WorkerArrivals(Arrivals):
 
 class EngineServer:
     def __init__(
-        self, models: list[LocalModel], default_name: str | None, arrivals: WorkerArrivals
-    ):
+        self,
+        models: list[LocalModel],
+        default_name: str | None,
+        arrivals: WorkerArrivals,
+        live: CollectorRegistry,
+    ) -> None:
+        self._live = live
         self._models = {model.facts.name: model for model in models}
         self._default_name = default_name
         self._arrivals = arrivals
@@ -110,6 +117,9 @@ class EngineServer:
     async def _run(
         self, header: dict[str, Any], payload: bytearray, arena: ArenaReader | None
     ) -> Reply:
+        if header["op"] == "metrics":
+            text = generate_latest(self._live)
+            return {}, {"text": np.frombuffer(text, dtype=np.uint8)}
         model = self._models.get(header.get("model", ""))
         if model is None:
             raise UnknownModel(f"no model named {header.get('model')!r} is served")

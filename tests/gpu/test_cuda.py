@@ -16,8 +16,9 @@ import torch
 
 import models
 from service.batching import Batcher
-from service.devices import DevicePlan, DeviceUnavailable, plan_for
+from service.devices import DevicePlan, plan_for
 from service.engine import Engine, EngineOutput
+from service.errors import DeviceUnavailable
 from tests.helpers import Digits
 
 pytestmark = [

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import models
-from service.batching import Batcher, warm_up_sizes
+from service.batch_sizes import warm_up_sizes
+from service.batching import Batcher
 from service.devices import plan_for
 from service.engine import Engine, EngineOutput
 from service.errors import InferenceFailed, Overloaded, RequestTimeout

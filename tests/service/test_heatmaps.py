@@ -11,9 +11,9 @@ from PIL import Image
 
 from models import LoadedModel, load
 from models.card import InputSpec
-from models.preprocess import Preprocessor
+from models.preprocess import Preprocessor, seen_pixels
 from service.errors import InvalidParameter, ResponseTooLarge
-from service.heatmaps import INFERNO, heatmap_png, overlay_png, seen_pixels
+from service.heatmaps import INFERNO, heatmap_png, overlay_png
 from tests.helpers import ROOT, Digits
 
 

@@ -1,0 +1,46 @@
+"""How many CPUs this process may use: its affinity, capped by a cgroup CPU quota.
+
+In a container with `resources.limits.cpu: 2` on a 16-core node, os.cpu_count()
+says 16 while the quota allows 2: sizing by the former would start 16 HTTP
+workers that the kernel throttles. cgroup v2 (`cpu.max`) and v1
+(`cpu.cfs_quota_us` / `cpu.cfs_period_us`) are both read; a fractional quota
+rounds up (1.5 CPUs: 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+MAX_DEFAULT_WORKERS = 16
+
+
+def _quota(root: Path) -> float | None:
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus(root: Path = CGROUP) -> int:
+    affinity = len(os.sched_getaffinity(0))
+    quota = _quota(root)
+    return max(1, min(affinity, math.ceil(quota))) if quota else max(1, affinity)
+
+
+def default_workers(cpus: int) -> int:
+    """One HTTP worker per CPU, the engine beside them; a single CPU runs one process.
+
+    With one CPU there is nothing to spread across: the in-process model (no hand-off
+    between processes) answers a lone caller fastest.
+    """
+    return 1 if cpus < 2 else min(cpus, MAX_DEFAULT_WORKERS)

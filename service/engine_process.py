@@ -1,0 +1,70 @@
+"""The engine process: holds every model on its device and batches for all HTTP workers.
+
+Started by the supervisor (service.supervisor) as
+`python -m service.engine_process SOCKET READY_FD`: it loads and warms the
+models, listens on SOCKET, writes one line to READY_FD and serves until SIGTERM,
+then finishes what is queued and exits. A model that cannot be loaded ends it
+with one line on stderr and exit code 1, as the single-process server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from service.children import follow_parent
+from service.heap import freeze_startup_heap
+from service.ipc.server import EngineServer, WorkerArrivals
+from service.loading import LocalModels
+from service.metrics import Metrics, start_exporter
+from service.registry import ModelRegistry
+from service.server import KNOWN_STARTUP_ERRORS, cannot_start, prepare_process
+from service.settings import Settings
+
+log = logging.getLogger("service.engine")
+
+
+async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> int:
+    metrics = Metrics(max_batch_size=settings.max_batch_size)
+    arrivals = WorkerArrivals()
+    source = LocalModels(settings, arrivals)
+    try:
+        await source.open(ModelRegistry(), metrics)
+    except Exception as exc:
+        if not isinstance(exc, KNOWN_STARTUP_ERRORS):
+            log.exception("engine start-up failed")
+        return cannot_start(exc)
+    server = EngineServer(source.loaded, settings.default_model, arrivals, metrics.live)
+    await server.start(socket_path)
+    # With several HTTP workers the metrics port is the engine's: one scrape, every process.
+    exporter = start_exporter(
+        metrics.scrape_registry(), host=settings.host, port=settings.metrics_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    freeze_startup_heap()
+    os.write(ready_fd, b"ready\n")
+    os.close(ready_fd)
+    log.info("engine ready", extra={"models": [model.facts.name for model in source.loaded]})
+    await stop.wait()
+    await server.close()
+    await source.close(settings.shutdown_grace_s)
+    exporter.close()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    follow_parent()
+    settings = Settings()
+    prepare_process(settings)
+    return asyncio.run(run_engine(settings, Path(argv[0]), int(argv[1])))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
