@@ -66,6 +66,20 @@ def tree_rss_mb(pid: int) -> float:
     return sum(_rss_bytes(p) for p in process_tree(pid)) / 2**20
 
 
+def tree_rss_by_process(pid: int) -> list[tuple[str, float]]:
+    """(role, RSS MB) of each process of the tree: its module or program name."""
+    rows = []
+    for member in process_tree(pid):
+        try:
+            argv = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in argv if w]
+        role = words[words.index("-m") + 1] if "-m" in words else Path(words[0]).name
+        rows.append((role, _rss_bytes(member) / 2**20))
+    return rows
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()

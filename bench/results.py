@@ -58,6 +58,7 @@ class ServerRun:
     idle_rss_mb: float | None = None
     rss_after_mb: float | None = None
     error: str | None = None
+    largest_http_worker_rss_mb: float | None = None  # idle; multi-process servers only
 
 
 @dataclass

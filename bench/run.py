@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import ceiling, procs, servers
+from bench import ceiling, handoff, procs, servers
 from bench.environment import machine_info, versions
 from bench.explain_client import ExplainClient
 from bench.gpu_section import load_gpu_results
@@ -41,7 +41,8 @@ from bench.workloads import Workload, prepare
 
 BENCH_DIR = Path(__file__).resolve().parent
 SERVER_KINDS = (
-    servers.ServerKind("cnn-serve", "cnn-serve (defaults)"),
+    servers.ServerKind("cnn-serve", "cnn-serve (defaults: one HTTP worker per CPU + engine)"),
+    servers.ServerKind("cnn-serve 1 worker", "cnn-serve, CNN_WORKERS=1", {"CNN_WORKERS": "1"}),
     servers.ServerKind("torchserve", "TorchServe 0.12 (batch 32, 10 ms)"),
     servers.ServerKind("litserve", "LitServe 0.2.19 (batch 32, 10 ms)"),
     servers.ServerKind("naive", "naive FastAPI (one request, one forward)"),
@@ -174,6 +175,9 @@ def bench_server(
         idle = procs.tree_rss_mb(running.server.pid)
         run = ServerRun(workload.key, kind.key, ready, answered, idle)
         print(f"  {kind.key}: ready {ready:.2f} s, idle RSS {idle:.0f} MB", flush=True)
+        if kind.ours:
+            worker_mb = _note_processes(results, f"{kind.key}, {workload.key}", running.server.pid)
+            run = replace(run, largest_http_worker_rss_mb=worker_mb)
         loads = [(workload, c) for c in concurrencies] + extra
         with _companion(kind, running, workload, results):
             for load_workload, c in loads:
@@ -183,9 +187,9 @@ def bench_server(
                 point = measure_point(hey, target, load_workload, kind.key, c, plan)
                 results.points.append(point)
                 _print_point(point)
-        run = ServerRun(*_run_fields(run), rss_after_mb=procs.tree_rss_mb(running.server.pid))
+        run = replace(run, rss_after_mb=procs.tree_rss_mb(running.server.pid))
     except Exception as exc:  # a peer that fails is recorded, the run goes on
-        run = ServerRun(*_run_fields(run), error=f"{type(exc).__name__}: {exc}"[:300])
+        run = replace(run, error=f"{type(exc).__name__}: {exc}"[:300])
         print(f"  {kind.key}: FAILED {run.error}", flush=True)
     finally:
         procs.stop(running.server)
@@ -207,8 +211,13 @@ def _companion(
     print(f"  {client.summary()}", flush=True)
 
 
-def _run_fields(run: ServerRun) -> tuple[str, str, float | None, float | None, float | None]:
-    return run.workload, run.server, run.ready_s, run.first_answer_s, run.idle_rss_mb
+def _note_processes(results: Results, what: str, pid: int) -> float | None:
+    """Each process's idle RSS, noted; the largest HTTP worker's (a target of its own)."""
+    rows = procs.tree_rss_by_process(pid)
+    text = ", ".join(f"{role} {mb:.0f} MB" for role, mb in rows)
+    results.notes.append(f"{what}: idle RSS by process: {text}")
+    print(f"  processes: {text}", flush=True)
+    return max((mb for role, mb in rows if role == "service.http_worker"), default=None)
 
 
 def _print_point(p: Point) -> None:
@@ -315,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ceilings:
         run_ceilings(workloads, plan, results)
     run_servers(hey, workloads, plan, results, out, set(args.servers.split(",")))
+    print("hand-off cost between processes (bench/handoff.py)", flush=True)
+    for line in handoff.summary():
+        results.notes.append(line)
+        print(f"  {line}", flush=True)
     if not args.no_profile:
         print("profile: cnn-serve under W1 c=64 (py-spy)", flush=True)
         results.profile = profile_ours(hey, workloads["W1"], plan.threads, out, quick=plan.quick)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bench.results import Point, Results, ServerRun
 
 OURS = "cnn-serve"
+OURS_ONE = "cnn-serve 1 worker"  # CNN_WORKERS=1: the single-process server
 OURS_FP32 = "cnn-serve fp32"
 OURS_EXPLAINED = "cnn-serve + explain client"  # W1 c=32 while one client asks for explanations
 OURS_UNMONITORED = "cnn-serve monitoring off"  # CNN_ACTIVATION_SAMPLE_RATE=0
@@ -38,6 +39,10 @@ def img_s(workload: str, server: str, c: int) -> Figure:
 
 def p99_ms(workload: str, server: str, c: int) -> Figure:
     return at_point(workload, server, c, lambda p: p.hey.latency_ms(99))
+
+
+def p50_ms(workload: str, server: str, c: int) -> Figure:
+    return at_point(workload, server, c, lambda p: p.hey.latency_ms(50))
 
 
 def best_peer_img_s(workload: str, c: int) -> Figure:
@@ -187,6 +192,16 @@ TARGETS = (
            p99_ms("W1", OURS_EXPLAINED, 32), AtMost(1.2, p99_ms("W1", OURS, 32))),
     Target("W1 c=64 req/s with activation monitoring (default rate), vs off",
            req_s("W1", OURS, 64), AtLeast(0.97, req_s("W1", OURS_UNMONITORED, 64))),
+    Target("W1 c=32 p99 vs its own p50",
+           p99_ms("W1", OURS, 32), AtMost(3.0, p50_ms("W1", OURS, 32))),
+    Target("W1 c=64 p99 vs its own p50",
+           p99_ms("W1", OURS, 64), AtMost(3.0, p50_ms("W1", OURS, 64))),
+    Target("W1 c=1 req/s vs the single-process server (CNN_WORKERS=1)",
+           req_s("W1", OURS, 1), AtLeast(0.9, req_s("W1", OURS_ONE, 1))),
+    Target("W2 c=32 default vs the single-process server (CNN_WORKERS=1)",
+           img_s("W2", OURS, 32), AtLeast(0.95, img_s("W2", OURS_ONE, 32))),
+    Target("largest HTTP worker's idle RSS (default model)",
+           default_server(lambda run: run.largest_http_worker_rss_mb), Under(150.0, "MB")),
     Target("cold start, default model (to /readyz 200)",
            default_server(lambda run: run.ready_s), Under(6.0, "s")),
     Target("idle RSS, default model",

@@ -1,0 +1,151 @@
+"""The cost of handing one image from an HTTP worker to the engine process and back.
+
+A real EngineServer (service.ipc.server) in a child process, whose model answers
+at once with a probability vector of the card's class count, so the figure is
+the hand-off alone: the worker's EngineLink copies pixels into its shared-memory
+arena (or, when measuring `inline`, into the frame), the frame crosses the unix
+socket, the engine reads the pixels in place, and the answer comes back. Printed
+per image, for W1 (one 1x28x28 digit) and W2 (one 3x224x224 image), with one
+request at a time and with 64 in flight. Run: python -m bench.handoff
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import tempfile
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry
+
+from models import default_model_path, load
+from models.card import InputSpec, ModelCard
+from service.arrivals import Arrival, Arrivals
+from service.ipc.client import EngineLink
+from service.ipc.server import EngineServer, WorkerArrivals
+from service.metrics import Metrics
+from service.registry import BatchingInfo, ModelFacts, ModelRegistry
+from service.results import ItemResult
+
+SHAPES = {"W1": (1, 28, 28), "W2": (3, 224, 224)}
+CLASSES = 1000
+
+
+class AnswerAtOnce:
+    """A model backend that computes nothing: what is left is the hand-off."""
+
+    def __init__(self) -> None:
+        self._probabilities = np.full((1, CLASSES), 1.0 / CLASSES, dtype=np.float32)
+        self._arrivals = Arrivals()
+
+    @property
+    def queue_depth(self) -> int:
+        return 0
+
+    def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
+        return self._arrivals.incoming(arrival)
+
+    async def submit(self, pixels: NDArray[Any], **_: Any) -> ItemResult:
+        checksum = int(pixels[0, 0, 0, 0])  # the engine reads the pixels it was handed
+        probabilities = self._probabilities * (1 + checksum * 0)
+        return ItemResult(probabilities, probabilities, {}, 0.0, 0.0, 1, "cpu")
+
+
+def _card(shape: tuple[int, int, int]) -> ModelCard:
+    """The shipped model's card with another input size and CLASSES labels."""
+    channels, height, width = shape
+    spec = InputSpec(
+        channels=channels, height=height, width=width,
+        mean=(0.5,) * channels, std=(0.25,) * channels,
+    )  # fmt: skip
+    card = load(default_model_path()).card
+    return card.model_copy(update={"input": spec, "labels": tuple(str(i) for i in range(CLASSES))})
+
+
+class _Model:
+    def __init__(self, name: str, shape: tuple[int, int, int]) -> None:
+        card = _card(shape)
+        self.facts = ModelFacts(name, card, (), "cpu", "float32", 0, BatchingInfo(32, 0.005, 1024))
+        self.backend = AnswerAtOnce()
+
+
+def _engine(socket_path: str, ready: Any) -> None:
+    async def main() -> None:
+        models = [_Model(key, shape) for key, shape in SHAPES.items()]
+        server = EngineServer(models, None, WorkerArrivals(), CollectorRegistry())  # type: ignore[arg-type]
+        await server.start(Path(socket_path))
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def _measure(link: EngineLink, model: str, shape: tuple[int, ...], inflight: int) -> float:
+    pixels = np.random.default_rng(0).integers(0, 255, (1, *shape), dtype=np.uint8)
+    header = {"op": "infer", "model": model, "capture": []}
+    deadline = time.monotonic() + 60.0
+    count = 2000 if model == "W1" else 500
+
+    async def one_lane(n: int) -> None:
+        for _ in range(n):
+            await link.call(dict(header), deadline, pixels)
+
+    await one_lane(50)  # warm
+    started = time.perf_counter()
+    await asyncio.gather(*(one_lane(count // inflight) for _ in range(inflight)))
+    return (time.perf_counter() - started) / (count // inflight * inflight)
+
+
+async def _client(socket_path: Path, inline: bool) -> dict[str, float]:
+    link = EngineLink(socket_path, Arrivals())
+    if inline:
+        link._arena.allocate = lambda nbytes: None  # type: ignore[method-assign]
+    await link.open(ModelRegistry(), Metrics(max_batch_size=32))
+    figures = {}
+    for model, shape in SHAPES.items():
+        for inflight in (1, 64):
+            figures[f"{model} {inflight} in flight"] = await _measure(link, model, shape, inflight)
+    await link.close(0)
+    return figures
+
+
+def measure() -> dict[str, dict[str, float]]:
+    """Microseconds per image: {"arena" | "inline": {"W1 1 in flight": us, ...}}."""
+    with tempfile.TemporaryDirectory(prefix="handoff-") as folder:
+        socket_path = Path(folder) / "engine.sock"
+        ready = multiprocessing.get_context("spawn").Event()
+        engine = multiprocessing.get_context("spawn").Process(
+            target=_engine, args=(str(socket_path), ready), daemon=True
+        )
+        engine.start()
+        try:
+            if not ready.wait(60):
+                raise RuntimeError("the engine did not start")
+            return {
+                mode: {k: v * 1e6 for k, v in asyncio.run(_client(socket_path, inline)).items()}
+                for mode, inline in (("arena", False), ("inline", True))
+            }
+        finally:
+            engine.terminate()
+            engine.join()
+
+
+def summary() -> list[str]:
+    return [
+        f"hand-off worker -> engine -> worker ({mode}), {what}: {micros:.1f} us per image"
+        for mode, figures in measure().items()
+        for what, micros in figures.items()
+    ]
+
+
+def main() -> None:
+    print("\n".join(summary()))
+
+
+if __name__ == "__main__":
+    main()
