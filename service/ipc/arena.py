@@ -36,10 +36,16 @@ class Arena:
         self.size = size
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, size)
+            # Reserved now: a tmpfs that fills up later would kill the process (SIGBUS) on
+            # a write to the mapping; here it fails at once (OSError), and the caller goes
+            # without an arena.
+            os.posix_fallocate(fd, 0, size)
             self._map = mmap.mmap(fd, size)
-        finally:
+        except OSError:
             os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         self._free: list[tuple[int, int]] = [(HEADER_BYTES, size - HEADER_BYTES)]  # by offset
         self._used: dict[int, int] = {}
 

@@ -37,7 +37,9 @@ from service.results import ItemResult
 
 log = logging.getLogger("service.ipc")
 
-ARENA_BYTES = 64 * 1024 * 1024  # per worker; a request that finds no room travels inline
+# Per worker: 100 ResNet-sized (3x224x224) images in flight; a request that finds no room
+# travels inline in its frame instead.
+ARENA_BYTES = 16 * 1024 * 1024
 RECONNECT_S = 0.1
 # Past its deadline the engine answers 504 itself; this only ends a wait on an engine that hung.
 DEADLINE_SLACK_S = 2.0
@@ -51,9 +53,10 @@ class EngineLink:
     def __init__(self, socket_path: Path, arrivals: Arrivals) -> None:
         self._path = socket_path
         self.arrivals = arrivals
-        self._arena = Arena(socket_path.parent / f"arena-{os.getpid()}", ARENA_BYTES)
-        # The engine's batcher reads this worker's requests on their way from the arena.
-        arrivals.publish = self._arena.publish_pending
+        self._arena = _arena(socket_path.parent / f"arena-{os.getpid()}")
+        if self._arena is not None:
+            # The engine's batcher reads this worker's requests on their way from the arena.
+            arrivals.publish = self._arena.publish_pending
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -87,13 +90,15 @@ class EngineLink:
         if self._writer is not None:
             self._writer.close()
         self._fail_all()
-        self._arena.close()
+        if self._arena is not None:
+            self._arena.close()
 
     # ---- the connection --------------------------------------------------
 
     async def _connect(self) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(str(self._path))
-        writer.writelines(frame({"id": -1, "op": "hello", "arena": str(self._arena.path)}))
+        arena = None if self._arena is None else str(self._arena.path)
+        writer.writelines(frame({"id": -1, "op": "hello", "arena": arena}))
         hello, _ = await read_frame(reader)
         self._writer = writer
         self._reader_task = asyncio.create_task(self._read(reader))
@@ -159,11 +164,12 @@ class EngineLink:
         except TimeoutError:
             raise RequestTimeout("the engine did not answer within the deadline") from None
         finally:
-            if block is not None:
+            if block is not None and self._arena is not None:
+                arena = self._arena
                 if future.done():
-                    self._arena.release(block)
+                    arena.release(block)
                 else:  # the engine may still read it: free the block when it answers
-                    future.add_done_callback(lambda _: self._arena.release(block))
+                    future.add_done_callback(lambda _: arena.release(block))
         error = reply.get("error")
         if error is not None:
             raise error_named(error["type"])(error["detail"], headers=error["headers"] or None)
@@ -171,13 +177,22 @@ class EngineLink:
 
     def _place(self, header: dict[str, Any], pixels: NDArray[Any] | None) -> int | None:
         """Copy the pixels into the arena, noting where in the header; None: no room."""
-        if pixels is None:
+        if pixels is None or self._arena is None:
             return None
         block = self._arena.allocate(pixels.nbytes)
         if block is not None:
             self._arena.write(block, pixels)
             header.update(block=block, shape=list(pixels.shape), dtype=pixels.dtype.str)
         return block
+
+
+def _arena(path: Path) -> Arena | None:
+    try:
+        return Arena(path, ARENA_BYTES)
+    except OSError as exc:  # e.g. a small /dev/shm: every request then travels in its frame
+        log.warning("no shared-memory arena; pixels travel over the socket", extra={
+            "path": str(path), "error": str(exc)})  # fmt: skip
+        return None
 
 
 class RemoteBackend:

@@ -79,8 +79,9 @@ class EngineServer:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 if header["op"] == "hello":
-                    arena = ArenaReader(Path(header["arena"]))
-                    self._arrivals.arenas.add(arena)
+                    if header["arena"] is not None:
+                        arena = ArenaReader(Path(header["arena"]))
+                        self._arrivals.arenas.add(arena)
                     writer.writelines(frame({"id": header["id"], **self._hello()}))
                     continue
                 task = asyncio.create_task(self._answer(header, payload, arena, writer))

@@ -79,7 +79,8 @@ def test_documented_secret_is_the_one_the_pods_read(rendered: dict[str, list[Obj
     (create,) = [shlex.split(line) for line in lines if "secret" in line.split()]
     name, literal = create[create.index("generic") + 1], create[-1]
     deployment = next(o for o in rendered["cpu"] if o["kind"] == "Deployment")
-    (env,) = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    variables = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    (env,) = [entry for entry in variables if "secretKeyRef" in entry.get("valueFrom", {})]
     ref = env["valueFrom"]["secretKeyRef"]
     assert (env["name"], ref["name"]) == ("CNN_API_KEY", name)
     assert literal.startswith(f"--from-literal={ref['key']}=")
