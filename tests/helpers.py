@@ -73,10 +73,14 @@ def running_server(
     args: list[str] | None = None,
     ready_timeout: float = 90.0,
 ) -> Iterator[ServerProcess]:
-    """Start `cnn-serve` as a real process on a free port and wait for /readyz."""
+    """Start `cnn-serve` as a real process on a free port and wait for /readyz.
+
+    One process (CNN_WORKERS=1) unless `env` or `args` ask for HTTP workers: the tests of
+    the multi-process server say so (tests/e2e/test_workers.py).
+    """
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
-    full_env = {**os.environ, "CNN_LOG_LEVEL": "info", **(env or {})}
+    full_env = {**os.environ, "CNN_LOG_LEVEL": "info", "CNN_WORKERS": "1", **(env or {})}
     command = [
         str(Path(sys.executable).with_name("cnn-serve")),
         "--host",
