@@ -75,9 +75,16 @@ def v2_uint8_body(batch: int) -> tuple[bytes, int]:
     return head + data, len(head)
 
 
-def start_service(card: Path, out: Path, batch: int) -> tuple[procs.Server, str]:
+def gpu_node_workers() -> int:
+    """The README's rule for a GPU node: the engine keeps two cores, the workers the rest."""
+    return max(1, min(16, (os.cpu_count() or 1) - 2))
+
+
+def start_service(card: Path, out: Path, batch: int, workers: int) -> tuple[procs.Server, str]:
     port = procs.free_port()
     env = {
+        "CNN_WORKERS": str(workers),
+        "CNN_TORCH_THREADS": "2",
         "CNN_MODELS": f"resnet50={card}",
         "CNN_DEVICE": "cuda",
         "CNN_MAX_BATCH_SIZE": str(batch),
@@ -86,7 +93,8 @@ def start_service(card: Path, out: Path, batch: int) -> tuple[procs.Server, str]
         "CNN_LOG_LEVEL": "warning",
     }
     command = [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port)]
-    server = procs.start("cnn-serve", command, env=env, log_path=out / "gpu-server.log")
+    log_path = out / f"gpu-server-{workers}-workers.log"
+    server = procs.start("cnn-serve", command, env=env, log_path=log_path)
     base = f"http://127.0.0.1:{port}"
     procs.wait_ready(server, f"{base}/readyz", timeout=240)
     return server, base
@@ -142,9 +150,18 @@ def main() -> int:
         "inprocess_img_s": rate,
         "inprocess_batch": batch,
     }
-    server, base = start_service(card, out, batch)
+    workers = gpu_node_workers()
+    results["workers"] = workers
+    server, base = start_service(card, out, batch, workers)
     try:
         results.update(service_points(args.hey, base, work, args.seconds))
+    finally:
+        procs.stop(server)
+    # The single process beside it: what the HTTP workers add on this node.
+    server, base = start_service(card, out, batch, 1)
+    try:
+        single = service_points(args.hey, base, work, args.seconds / 3)
+        results["single_process"] = {k: single[k] for k in ("service_batch", "service_jpeg")}
     finally:
         procs.stop(server)
     (out / "gpu-results.json").write_text(json.dumps(results, indent=1))

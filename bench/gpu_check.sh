@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one device call of at most 8 minutes: the tests marked `gpu`, then the GPU
-# benchmark (bench/gpu_bench.py: resnet50 in-process vs the service, V2 binary batches and
+# benchmark (bench/gpu_bench.py: resnet50 in-process vs the service with its HTTP workers and
+# as one process, V2 binary batches and
 # one JPEG per request at c=128). Run bench/gpu_prepare.sh first where pip works, and carry
 # .whl to the GPU machine. Without an NVIDIA GPU that torch can use it refuses, exit code 3.
 set -uo pipefail
