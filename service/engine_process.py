@@ -22,8 +22,8 @@ from service.ipc.server import EngineServer, WorkerArrivals
 from service.loading import LocalModels
 from service.metrics import Metrics, start_exporter
 from service.registry import ModelRegistry
-from service.server import KNOWN_STARTUP_ERRORS, cannot_start, prepare_process
 from service.settings import Settings
+from service.startup import KNOWN_STARTUP_ERRORS, cannot_start, prepare_process
 
 log = logging.getLogger("service.engine")
 

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, Occlusion, Saliency
 from numpy.typing import NDArray
 from torch import nn
 from torchvision.transforms.v2 import functional as tvf
@@ -104,6 +103,8 @@ def baseline_input(x: torch.Tensor, kind: Baseline, preprocess: Preprocessor) ->
 
 
 def _cam(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> torch.Tensor:
+    from captum.attr import LayerAttribution  # captum on first use: start-up and memory
+
     assert request.layer is not None  # checked by ExplainRequest
     activation, gradient = activation_and_gradient(
         module, x, request.layer, request.layer_call, request.target
@@ -115,6 +116,8 @@ def _cam(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> torch.T
 
 
 def _saliency(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> torch.Tensor:
+    from captum.attr import Saliency  # captum on first use: start-up and memory
+
     grads: torch.Tensor = Saliency(module).attribute(x, target=request.target, abs=True)
     return grads[0].sum(dim=0)  # abs-sum over channels
 
@@ -122,6 +125,8 @@ def _saliency(module: nn.Module, x: torch.Tensor, request: ExplainRequest) -> to
 def _integrated_gradients(
     module: nn.Module, x: torch.Tensor, request: ExplainRequest, baseline: torch.Tensor
 ) -> torch.Tensor:
+    from captum.attr import IntegratedGradients  # captum on first use: start-up and memory
+
     attributions: torch.Tensor = IntegratedGradients(module).attribute(
         x,
         baselines=baseline,
@@ -135,6 +140,8 @@ def _integrated_gradients(
 def _occlusion(
     module: nn.Module, x: torch.Tensor, request: ExplainRequest, baseline: torch.Tensor
 ) -> torch.Tensor:
+    from captum.attr import Occlusion  # captum on first use: start-up and memory
+
     channels, height, width = x.shape[1:]
     window, stride, _ = occlusion_geometry(height, width, request.window, request.stride)
     with torch.no_grad():  # forward passes only

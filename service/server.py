@@ -5,26 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import sys
-import tempfile
 from pathlib import Path
 
 import uvicorn
 
-from models import ModelLoadError
-from service.allocator import keep_freed_memory
 from service.app import create_app
-from service.errors import DeviceUnavailable
 from service.lifecycle import Lifecycle
-from service.logs import configure_logging
 from service.protocol import connection_options
 from service.settings import Settings
 from service.shutdown import GracefulServer
+from service.startup import KNOWN_STARTUP_ERRORS, cannot_start, prepare_process
 
 log = logging.getLogger("service.server")
-
-# Causes whose message already names the file or setting at fault: a traceback adds nothing.
-KNOWN_STARTUP_ERRORS = (ModelLoadError, DeviceUnavailable)
 
 
 class _QuietKnownStartupFailure(logging.Filter):
@@ -39,28 +31,6 @@ class _QuietKnownStartupFailure(logging.Filter):
         return not (
             isinstance(error, KNOWN_STARTUP_ERRORS) and record.getMessage().startswith("Traceback")
         )
-
-
-def _startup_failure(error: Exception | None) -> str:
-    if error is None:
-        return "the application failed during start-up (see the log above)"
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if isinstance(error, KNOWN_STARTUP_ERRORS) else f"{type(error).__name__}: {text}"
-
-
-def prepare_process(settings: Settings) -> None:
-    """Logging, memory and temp-file set-up shared by every process of the service."""
-    configure_logging(settings.log_level, settings.log_format)
-    keep_freed_memory()
-    if settings.temp_dir is not None:
-        # Multipart uploads spool here past 1 MB: the one writable place in a read-only container.
-        tempfile.tempdir = str(settings.temp_dir)
-
-
-def cannot_start(error: Exception | None) -> int:
-    print(f"cnn-serve: cannot start: {_startup_failure(error)}", file=sys.stderr)
-    return 1
 
 
 def serve(

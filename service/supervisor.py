@@ -85,8 +85,8 @@ class Supervisor:
             [sys.executable, "-m", module, *args], env=self.env, pass_fds=tuple(pass_fds)
         )
 
-    def start_engine(self) -> bool:
-        """Start the engine and wait until it is warm; False when it failed to start."""
+    def start_engine(self) -> int:
+        """Start the engine; the pipe on which it says it is warm (see `engine_ready`)."""
         self.engine_socket.unlink(missing_ok=True)
         ready_read, ready_write = os.pipe()
         self.engine = self._spawn(
@@ -94,9 +94,13 @@ class Supervisor:
             pass_fds=[ready_write],
         )  # fmt: skip
         os.close(ready_write)
+        return ready_read
+
+    @staticmethod
+    def engine_ready(ready_read: int) -> bool:
+        """Wait until the engine is warm (True) or has ended without getting there (False)."""
         with os.fdopen(ready_read, "rb") as ready:
-            line = ready.readline()  # empty: the engine ended before it was ready
-        return line == b"ready\n"
+            return ready.readline() == b"ready\n"  # empty: it ended first
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         fd = self.listener.fileno()
@@ -110,10 +114,13 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
-            if not self.start_engine():
-                return 1
+            ready = self.start_engine()
+            # The workers start beside the engine: their imports overlap its loading and
+            # warm-up, and they connect once it listens (ready).
             for _ in range(self.count):
                 self.start_worker()
+            if not self.engine_ready(ready):
+                return 1  # the engine printed its one line; the workers are killed below
             log.info(
                 "supervising",
                 extra={"workers": self.count, "port": self.settings.port, "pid": os.getpid()},
@@ -152,7 +159,7 @@ class Supervisor:
                       "exit_code": engine.returncode})  # fmt: skip
             self._forget(engine.pid)
             time.sleep(RESTART_DELAY_S)
-            while not self.stopping and not self.start_engine():
+            while not self.stopping and not self.engine_ready(self.start_engine()):
                 time.sleep(RESTART_DELAY_S)
 
     def _stop(self) -> None:

@@ -41,6 +41,7 @@ log = logging.getLogger("service.ipc")
 # travels inline in its frame instead.
 ARENA_BYTES = 16 * 1024 * 1024
 RECONNECT_S = 0.1
+CONNECT_POLL_S = 0.02
 # Past its deadline the engine answers 504 itself; this only ends a wait on an engine that hung.
 DEADLINE_SLACK_S = 2.0
 
@@ -69,7 +70,7 @@ class EngineLink:
 
     async def open(self, registry: ModelRegistry, metrics: Metrics) -> None:
         self._registry = registry
-        hello = await self._connect()
+        hello = await self._connect(wait=True)
         for data in hello["models"]:
             served = ServedModel(ModelFacts.from_wire(data), RemoteBackend(self, data["name"]))
             metrics.model_loaded(served)
@@ -95,8 +96,16 @@ class EngineLink:
 
     # ---- the connection --------------------------------------------------
 
-    async def _connect(self) -> dict[str, Any]:
-        reader, writer = await asyncio.open_unix_connection(str(self._path))
+    async def _connect(self, *, wait: bool = False) -> dict[str, Any]:
+        """Connect and say hello; with `wait`, until an engine listens (it starts beside us)."""
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self._path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if not wait:
+                    raise
+                await asyncio.sleep(CONNECT_POLL_S)
         arena = None if self._arena is None else str(self._arena.path)
         writer.writelines(frame({"id": -1, "op": "hello", "arena": arena}))
         hello, _ = await read_frame(reader)
