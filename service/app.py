@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import classify, explain, feature_maps, health, model_info, ui, v2
 from service.api.docs import docs_router
+from service.api.fast_lane import FastLane
 from service.api.metrics import add_metrics_route
 from service.arrivals import Arrivals
 from service.heap import freeze_startup_heap
@@ -115,6 +116,7 @@ def _install_middleware(
     app: FastAPI, settings: Settings, metrics: Metrics, arrivals: Arrivals
 ) -> None:
     """Added innermost first: each one added wraps those added before it."""
+    app.add_middleware(FastLane)  # the hot routes, inside every limit below
     app.add_middleware(
         BodyReadTimeout,
         idle_s=settings.body_timeout_s,

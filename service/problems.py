@@ -123,6 +123,15 @@ async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
     )
 
 
+async def handled_error_response(request: Request, exc: Exception) -> Response | None:
+    """The response the app's handlers give `exc`, for code that runs outside them; else None."""
+    if isinstance(exc, ServiceError):
+        return await _on_service_error(request, exc)
+    if isinstance(exc, ClientDisconnect):
+        return await _on_client_disconnect(request, exc)
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -31,7 +31,7 @@ async def get_registry(request: Request) -> ModelRegistry:
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def _call(request: Request, name: str | None, version: str | None = None) -> ModelCall:
+def model_call_for(request: Request, name: str | None, version: str | None = None) -> ModelCall:
     state: AppState = request.state.app_state
     registry = state.registry
     # While draining, new requests get 503 not_ready at once (a load balancer retries them
@@ -46,13 +46,13 @@ def _call(request: Request, name: str | None, version: str | None = None) -> Mod
 
 
 async def model_call(request: Request, name: str | None = None) -> ModelCall:
-    return _call(request, name)
+    return model_call_for(request, name)
 
 
 async def versioned_model_call(
     request: Request, name: str, version: str | None = None
 ) -> ModelCall:
-    return _call(request, name, version)
+    return model_call_for(request, name, version)
 
 
 ModelCallDep = Annotated[ModelCall, Depends(model_call)]

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from service import __version__
 from service.api.deps import RegistryDep, VersionedModelCallDep
 from service.responses import sized_response
+from service.state import ModelCall
 from service.v2.codec import HEADER_LENGTH
 from service.v2.infer import infer
 from service.v2.model import layer_shapes, metadata
@@ -109,6 +110,10 @@ async def model_metadata(call: VersionedModelCallDep) -> dict[str, Any]:
     openapi_extra=INFER_REQUEST_BODY,
 )
 async def model_infer(request: Request, call: VersionedModelCallDep) -> Response:
+    return await infer_response(request, call)
+
+
+async def infer_response(request: Request, call: ModelCall) -> Response:
     answer = await infer(request, call)
     if answer.header_length is None:
         return sized_response([answer.body], "application/json")
