@@ -89,9 +89,20 @@ def load_served_model(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    facts = ModelFacts(
-        name=spec.name,
-        card=card,
+    facts = _facts(spec.name, loaded, layers, plan, settings)
+    return LocalModel(facts, LocalBackend(loaded, tuple(layers), batcher, lane, monitor))
+
+
+def _facts(
+    name: str,
+    loaded: models.LoadedModel,
+    layers: Sequence[FeatureLayer],
+    plan: DevicePlan,
+    settings: Settings,
+) -> ModelFacts:
+    return ModelFacts(
+        name=name,
+        card=loaded.card,
         layers=tuple(layers),
         device=str(plan.device),
         dtype_name=plan.dtype_name,
@@ -100,7 +111,6 @@ def load_served_model(
             settings.max_batch_size, settings.max_batch_delay_s, settings.max_queue_size
         ),
     )
-    return LocalModel(facts, LocalBackend(loaded, tuple(layers), batcher, lane, monitor))
 
 
 @dataclass
