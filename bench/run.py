@@ -24,11 +24,14 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from bench import ceiling, procs, servers
 from bench.environment import machine_info, versions
@@ -313,6 +316,10 @@ def write(results: Results, out: Path, destination: Path) -> None:
     print(f"wrote {destination} and {out / 'results.json'}", flush=True)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)  # unwinds through bench_server's finally: no server left
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s + 3 s per point")
@@ -337,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = Results.from_dict(json.loads((args.out / "results.json").read_text()))
         write(saved, args.out, args.results)
         return 0
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     plan = Plan.make(args.quick, args.threads, concurrency=args.concurrency, seconds=args.seconds)
     out = args.out.resolve()
     results = Results(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), quick=args.quick)

@@ -73,6 +73,9 @@ def main() -> None:
         metrics_address="127.0.0.1",
         metrics_port=args.metrics_port,
         log_verbose=0,
+        # Stopping waits this long at most for open connections (30 s by default): well
+        # within the bench's grace before SIGKILL, which would leave shared memory behind.
+        exit_timeout_secs=3,
     )
     batcher = DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us)
     with Triton(config=config, workspace=args.workspace) as triton:
