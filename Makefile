@@ -8,7 +8,7 @@ PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: install install-dev serve test lint typecheck pytest chromium bench train clean
+.PHONY: install install-dev serve test lint typecheck pytest chromium peers bench train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,15 @@ pytest: install-dev chromium
 
 test: lint typecheck pytest
 
-# The benchmark beside TorchServe, LitServe and a naive FastAPI server; writes bench/RESULTS.md.
-# QUICK=1: short points, W2 without the precision variants; SERVERS=cnn-serve: ours alone.
-bench: install-dev
+# The peers' venvs, sharing our torch: bench/.venv-peers (TorchServe, LitServe, py-spy) and
+# bench/.venv-triton (NVIDIA Triton through PyTriton).
+peers: install-dev
+	$(BIN)/python -m bench.peers.env
+
+# The benchmark beside TorchServe, Triton, LitServe and a naive FastAPI server; writes
+# bench/RESULTS.md. QUICK=1: short points, W2 without the precision variants;
+# SERVERS=cnn-serve: ours alone.
+bench: peers
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(SERVERS),--servers $(SERVERS))
 
 train: install-dev

@@ -1,1 +1,1 @@
-"""Benchmarks: cnn-serve side by side with TorchServe, LitServe and a naive FastAPI server."""
+"""Benchmarks: cnn-serve side by side with TorchServe, Triton, LitServe and a naive FastAPI server."""

@@ -9,13 +9,15 @@ import platform
 import subprocess
 from pathlib import Path
 
-from bench.peers.env import peer_bin
+from bench.peers.env import PEERS, TRITON, PeerEnv
 
 OUR_PACKAGES = (
     *("cnn-serve", "torch", "torchvision", "fastapi", "starlette", "uvicorn"),
     *("pydantic", "pillow", "numpy", "python-multipart", "orjson"),
 )
 PEER_PACKAGES = ("torchserve", "torch-model-archiver", "litserve", "py-spy")
+# Triton's venv keeps its own numpy (PyTriton pins it below 2) in front of ours.
+TRITON_PACKAGES = {"nvidia-pytriton": "nvidia-pytriton", "numpy": "numpy (Triton's venv)"}
 
 
 def _cpuinfo_value(key: str) -> str:
@@ -62,23 +64,25 @@ def _run_text(command: list[str]) -> str:
     return text.splitlines()[0] if text else "unknown"
 
 
-def _peer_versions() -> dict[str, str]:
+def _peer_versions(env: PeerEnv, names: dict[str, str]) -> dict[str, str]:
+    """The versions of these packages in a peer's venv, under their names in the report."""
     script = (
         "import importlib.metadata as m, json; "
-        f"print(json.dumps({{p: m.version(p) for p in {list(PEER_PACKAGES)!r}}}))"
+        f"print(json.dumps({{p: m.version(p) for p in {list(names)!r}}}))"
     )
-    text = _run_text([str(peer_bin("python")), "-c", script])
+    text = _run_text([str(env.bin("python")), "-c", script])
     try:
         found = json.loads(text)
     except json.JSONDecodeError:
-        return {p: "unknown" for p in PEER_PACKAGES}
-    return {str(k): str(v) for k, v in found.items()}
+        found = {}
+    return {shown: str(found.get(package, "unknown")) for package, shown in names.items()}
 
 
 def versions(hey: str) -> dict[str, str]:
     found = {"python": platform.python_version()}
     found.update({p: _version(p) for p in OUR_PACKAGES})
-    found.update(_peer_versions())
+    found.update(_peer_versions(PEERS, {p: p for p in PEER_PACKAGES}))
+    found.update(_peer_versions(TRITON, TRITON_PACKAGES))
     found["hey (Debian)"] = _run_text(["dpkg-query", "-W", "-f", "${Version}", "hey"])
     found["hey path"] = hey
     found["java"] = _run_text(["java", "-version"])

@@ -176,16 +176,36 @@ def wait_ready(server: Server, url: str, *, timeout: float = 180.0) -> float:
     raise RuntimeError(f"{server.name} not ready within {timeout:.0f} s:\n{server.log_tail()}")
 
 
+def _group_running(group: int) -> bool:
+    """Whether any process of the group still runs (a zombie has already exited). Read from
+    /proc, not the tree: children whose parent died first have left the tree, not the group."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False
+
+
 def stop(server: Server, *, grace: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+    """SIGTERM the process group, then SIGKILL whatever is left after the grace period.
+
+    The grace covers the whole tree: children still shutting down (a server whose main
+    process died first, say) get their time too before SIGKILL cuts their clean-up short.
+    """
     group = server.process.pid
     tree = process_tree(group)
     try:
         os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
         return
+    deadline = time.perf_counter() + grace
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.process.wait(timeout=grace)
+    while time.perf_counter() < deadline and _group_running(group):
+        time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGKILL)
     server.process.wait()

@@ -14,10 +14,19 @@ from bench.targets import OURS, PEERS, Check, check_targets
 
 NOTES = Path(__file__).resolve().parent / "RESULTS-notes.md"
 NOTES_STAMP = "<!-- run started: "  # the notes file's first line: which run it reads
-SERVER_ORDER = ("cnn-serve", "cnn-serve fp32", "cnn-serve bf16", "torchserve", "litserve", "naive")
-PEER_TITLES = {"torchserve": "TorchServe", "litserve": "LitServe", "naive": "naive FastAPI"}
+SERVER_ORDER = (
+    *("cnn-serve", "cnn-serve fp32", "cnn-serve bf16"),
+    *("torchserve", "triton", "litserve", "naive"),
+)
+PEER_TITLES = {
+    "torchserve": "TorchServe",
+    "triton": "Triton",
+    "litserve": "LitServe",
+    "naive": "naive FastAPI",
+}
 WORKLOAD_TITLES = {
     "W1": "W1: mnist-cnn, one 28x28 PNG per request",
+    "W1v2": "W1: mnist-cnn, one PNG per request (V2 binary, BYTES input, as Triton gets it)",
     "W1x64": "W1: mnist-cnn, 64 PNGs per request (multipart)",
     "W1x64v2": "W1: mnist-cnn, 64 PNGs per request (V2 binary, BYTES input)",
     "W2": "W2: resnet18 (random init), one 427x640 JPEG per request",

@@ -4,9 +4,13 @@
     python -m bench.run --quick    # 1 s + 3 s per point (~3 minutes), to check a change
 
 In-process ceilings first, then each server in turn (cnn-serve, TorchServe,
-LitServe, a naive FastAPI server) under hey at each concurrency, then a
-py-spy profile of cnn-serve under W1 at c=64. It prints and records; it
-never asserts.
+Triton, LitServe, a naive FastAPI server) under hey at each concurrency, then
+a py-spy profile of cnn-serve under W1 at c=64. It prints and records; it
+never asserts. `--servers`, `--concurrency` and `--seconds` narrow a run down
+to a few points, e.g. one peer alone:
+
+    python -m bench.run --servers triton --concurrency 64 --seconds 5 \
+        --no-ceilings --no-profile --out /tmp/bench --results /tmp/bench/RESULTS.md
 
 The report's prose is bench/report_template.md; a hand-written reading of a
 run goes in bench/RESULTS-notes.md, whose first line names the run it reads
@@ -20,11 +24,14 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from bench import ceiling, handoff, procs, servers
 from bench.environment import machine_info, versions
@@ -35,7 +42,7 @@ from bench.peers.env import ensure_peer_env
 from bench.profile_run import profile_ours
 from bench.report import reading, render
 from bench.results import Point, Results, ServerRun
-from bench.scrape import HistogramTotals, histogram_totals
+from bench.scrape import HistogramTotals
 from bench.targets import OURS_EXPLAINED
 from bench.workloads import Workload, prepare
 
@@ -44,6 +51,7 @@ SERVER_KINDS = (
     servers.ServerKind("cnn-serve", "cnn-serve (defaults: one HTTP worker per CPU + engine)"),
     servers.ServerKind("cnn-serve 1 worker", "cnn-serve, CNN_WORKERS=1", {"CNN_WORKERS": "1"}),
     servers.ServerKind("torchserve", "TorchServe 0.12 (batch 32, 10 ms)"),
+    servers.ServerKind("triton", "Triton 2.51 through PyTriton 0.7 (batch 32, 1 ms)", w2=False),
     servers.ServerKind("litserve", "LitServe 0.2.19 (batch 32, 10 ms)"),
     servers.ServerKind("naive", "naive FastAPI (one request, one forward)"),
 )
@@ -76,12 +84,28 @@ class Plan:
     point_s: float
     threads: int
     w1_concurrency: tuple[int, ...] = (1, 8, 32, 64)
+    triton_concurrency: tuple[int, ...] = (1, 32, 64)  # W1: the points the targets read
+    w1v2_concurrency: tuple[int, ...] = (1, 64)  # cnn-serve's /v2, Triton's request
     w2_concurrency: tuple[int, ...] = (32,)
     w1x64_concurrency: int = 8
 
     @classmethod
-    def make(cls, quick: bool, threads: int) -> Plan:
-        return cls(quick, 1.0 if quick else 5.0, 3.0 if quick else 15.0, threads)
+    def make(
+        cls,
+        quick: bool,
+        threads: int,
+        *,
+        concurrency: tuple[int, ...] = (),
+        seconds: float | None = None,
+    ) -> Plan:
+        """`concurrency`: W1's alone, for every server; `seconds`: each measured point's."""
+        plan = cls(quick, 1.0 if quick else 5.0, 3.0 if quick else 15.0, threads)
+        if concurrency:
+            plan = replace(plan, w1_concurrency=concurrency, triton_concurrency=concurrency)
+        return plan if seconds is None else replace(plan, point_s=seconds)
+
+    def w1_for(self, kind: servers.ServerKind) -> tuple[int, ...]:
+        return self.triton_concurrency if kind.key == "triton" else self.w1_concurrency
 
     def as_settings(self) -> dict[str, object]:
         return {
@@ -89,25 +113,30 @@ class Plan:
             "measured per point": f"{self.point_s:g} s (hey -z)",
             "torch threads (every server, the ceilings)": self.threads,
             "W1 concurrency": ", ".join(map(str, self.w1_concurrency)),
+            "W1 concurrency, Triton": ", ".join(map(str, self.triton_concurrency)),
+            "W1 V2 binary concurrency (cnn-serve)": ", ".join(map(str, self.w1v2_concurrency)),
             "W1 64 images/request concurrency": self.w1x64_concurrency,
             "W2 concurrency": ", ".join(map(str, self.w2_concurrency)),
             "cnn-serve": "defaults (max batch 32, delay 5 ms, preprocess workers = cores), "
             "CNN_TORCH_THREADS set",
             "TorchServe": "1 worker, batchSize 32, maxBatchDelay 10 ms, token auth off",
+            "Triton": f"PyTriton, 1 instance, max_batch_size {servers.TRITON_MAX_BATCH}, "
+            f"max_queue_delay {servers.TRITON_QUEUE_DELAY_US} us; W1 only",
             "LitServe": "1 worker, max_batch_size 32, batch_timeout 0.01; body JSON base64",
             "naive FastAPI": "sync endpoint in FastAPI's thread pool, one forward per request",
-            "bodies": "raw image bytes (cnn-serve, TorchServe, naive); JSON base64 (LitServe)",
+            "bodies": "raw image bytes (cnn-serve, TorchServe, naive); JSON base64 (LitServe); "
+            "V2 binary, BYTES 'image' [1,1] asking top-5 (Triton) and [1] (cnn-serve's W1v2)",
         }
 
 
 def first_answer(running: servers.Running, *, timeout: float = 120.0) -> float:
     """Seconds from process start to the first 200 answer to a real request."""
     body = running.body.read_bytes()
+    headers = dict(header.split(": ", 1) for header in running.headers)
+    headers["Content-Type"] = running.content_type
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        request = urllib.request.Request(
-            running.predict_url, data=body, headers={"Content-Type": running.content_type}
-        )
+        request = urllib.request.Request(running.predict_url, data=body, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 if response.status == 200:
@@ -122,7 +151,7 @@ def _batch_totals(running: servers.Running) -> HistogramTotals | None:
     if running.metrics_url is None:
         return None
     text = procs.http_get_text(running.metrics_url)
-    return histogram_totals(text) if text else None
+    return running.batch_totals(text) if text else None
 
 
 def _children_cpu() -> float:
@@ -270,18 +299,19 @@ def run_servers(
 ) -> None:
     w1, w2 = workloads["W1"], workloads["W2"]
     many = [(workloads[k], plan.w1x64_concurrency) for k in ("W1x64", "W1x64v2")]
+    many += [(workloads["W1v2"], c) for c in plan.w1v2_concurrency]
     for kind in SERVER_KINDS:
         if kind.key not in only:
             continue
         print(f"W1: {kind.label}", flush=True)
         extra = many if kind.ours else []
-        bench_server(hey, kind, w1, extra, plan.w1_concurrency, plan, results, out)
+        bench_server(hey, kind, w1, extra, plan.w1_for(kind), plan, results, out)
         # Right after the default server: the pairs compared by the targets, minutes apart.
         for variant, c in W1_DEBUGGING_KINDS if kind.key == "cnn-serve" else ():
             print(f"W1: {variant.label}", flush=True)
             bench_server(hey, variant, w1, [], (c,), plan, results, out)
     for kind in (*SERVER_KINDS, *(() if plan.quick else W2_EXTRA_KINDS)):
-        if kind.key not in only and not (kind.ours and "cnn-serve" in only):
+        if not kind.w2 or (kind.key not in only and not (kind.ours and "cnn-serve" in only)):
             continue
         print(f"W2: {kind.label}", flush=True)
         bench_server(hey, kind, w2, [], plan.w2_concurrency, plan, results, out)
@@ -295,6 +325,10 @@ def write(results: Results, out: Path, destination: Path) -> None:
     print(f"wrote {destination} and {out / 'results.json'}", flush=True)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)  # unwinds through bench_server's finally: no server left
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s + 3 s per point")
@@ -302,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--servers", default=",".join(k.key for k in SERVER_KINDS))
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: tuple(int(c) for c in text.split(",")),
+        default=(),
+        help="W1 concurrencies for every server, e.g. 1,64 (default: the plan's)",
+    )
+    parser.add_argument("--seconds", type=float, help="measured seconds per point")
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
@@ -312,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = Results.from_dict(json.loads((args.out / "results.json").read_text()))
         write(saved, args.out, args.results)
         return 0
-    plan = Plan.make(args.quick, args.threads)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    plan = Plan.make(args.quick, args.threads, concurrency=args.concurrency, seconds=args.seconds)
     out = args.out.resolve()
     results = Results(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), quick=args.quick)
     results.settings = plan.as_settings()

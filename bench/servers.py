@@ -2,7 +2,9 @@
 
 cnn-serve runs with its defaults except the torch thread count (and precision,
 in the variants); the peers run with the same model, the same preprocessing
-code (bench/peers/peer_model.py) and the same torch threads.
+code (bench/peers/peer_model.py) and the same torch threads. Triton serves the
+model under the card's name with cnn-serve's /v2 tensor names, so that both get
+the same Open Inference Protocol request but for the input's shape.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import procs
-from bench.peers.env import peer_bin
+from bench.peers.env import TRITON, peer_bin
+from bench.scrape import HistogramTotals, histogram_totals, triton_batch_totals
 from bench.workloads import Workload
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -33,6 +36,8 @@ class Running:
     content_type: str
     metrics_url: str | None = None
     headers: tuple[str, ...] = ()
+    # Its /metrics text -> the batch-size totals (the mean batch over a window).
+    batch_totals: Callable[[str], HistogramTotals | None] = histogram_totals
 
     def for_workload(self, workload: Workload) -> Running:
         """The same server under another workload's body (and path, for ours)."""
@@ -51,9 +56,10 @@ class Running:
 
 @dataclass(frozen=True)
 class ServerKind:
-    key: str  # "cnn-serve", "cnn-serve bf16", "torchserve", "litserve", "naive"
+    key: str  # "cnn-serve", "cnn-serve bf16", "torchserve", "triton", "litserve", "naive"
     label: str
     env: Mapping[str, str] = field(default_factory=dict)
+    w2: bool = True  # also measured under W2
 
     @property
     def ours(self) -> bool:
@@ -72,6 +78,8 @@ def launch(kind: ServerKind, workload: Workload, workdir: Path, *, threads: int)
         return _ours(kind, workload, workdir, threads)
     if kind.key == "torchserve":
         return _torchserve(workload, workdir, threads)
+    if kind.key == "triton":
+        return _triton(workload, workdir, threads)
     if kind.key == "litserve":
         return _litserve(workload, workdir, threads)
     if kind.key == "naive":
@@ -132,6 +140,40 @@ def _litserve(workload: Workload, workdir: Path, threads: int) -> Running:
     base = f"http://127.0.0.1:{port}"
     return Running(
         server, f"{base}/health", f"{base}/predict", workload.lit_body, "application/json"
+    )
+
+
+TRITON_MAX_BATCH = 32  # cnn-serve's default CNN_MAX_BATCH_SIZE
+TRITON_QUEUE_DELAY_US = 1000
+
+
+def _triton(workload: Workload, workdir: Path, threads: int) -> Running:
+    if workload.triton is None:
+        raise ValueError(f"{workload.key} has no request for Triton")
+    workspace = workdir / "workspace"  # PyTriton's model store and sockets; made anew
+    shutil.rmtree(workspace, ignore_errors=True)
+    port, grpc_port, metrics_port = procs.free_port(), procs.free_port(), procs.free_port()
+    command = [
+        str(TRITON.bin("python")),
+        str(PEERS_DIR / "triton_server.py"),
+        *("--card", str(workload.card), "--port", str(port), "--threads", str(threads)),
+        *("--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)),
+        *("--workspace", str(workspace), "--max-batch-size", str(TRITON_MAX_BATCH)),
+        *("--queue-delay-us", str(TRITON_QUEUE_DELAY_US)),
+    ]
+    server = procs.start(
+        "triton", command, env=_cpu_env(threads), log_path=workdir / "server.log", cwd=workdir
+    )
+    base = f"http://127.0.0.1:{port}/v2/models/{workload.card.stem}"
+    return Running(
+        server,
+        f"{base}/ready",  # the server is ready before PyTriton has loaded the model
+        f"{base}/infer",
+        workload.triton.body,
+        "application/octet-stream",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        headers=workload.triton.headers,
+        batch_totals=triton_batch_totals,
     )
 
 

@@ -15,7 +15,7 @@ OURS_ONE = "cnn-serve 1 worker"  # CNN_WORKERS=1: the single-process server
 OURS_FP32 = "cnn-serve fp32"
 OURS_EXPLAINED = "cnn-serve + explain client"  # W1 c=32 while one client asks for explanations
 OURS_UNMONITORED = "cnn-serve monitoring off"  # CNN_ACTIVATION_SAMPLE_RATE=0
-PEERS = ("torchserve", "litserve", "naive")
+PEERS = ("torchserve", "triton", "litserve", "naive")
 
 Figure = Callable[[Results], float | None]  # None: not measured in this run
 Judgement = tuple[str, float | None, bool]  # the figure as text, margin (>= 1 means met), met
@@ -45,10 +45,24 @@ def p50_ms(workload: str, server: str, c: int) -> Figure:
     return at_point(workload, server, c, lambda p: p.hey.latency_ms(50))
 
 
+def _measured(figures: tuple[Figure, ...], results: Results) -> list[float]:
+    return [f for figure in figures if (f := figure(results)) is not None]
+
+
 def best_peer_img_s(workload: str, c: int) -> Figure:
+    """The best of the peers this run measured."""
+    figures = tuple(img_s(workload, peer, c) for peer in PEERS)
+    return lambda results: max(_measured(figures, results), default=None)
+
+
+def better_of(*figures: Figure, lower: bool = False) -> Figure:
+    """The higher (or, `lower`, the lower) of these figures; not measured unless all are."""
+
     def figure(results: Results) -> float | None:
-        found = [f for peer in PEERS if (f := img_s(workload, peer, c)(results)) is not None]
-        return max(found, default=None)
+        found = _measured(figures, results)
+        if len(found) < len(figures):
+            return None
+        return min(found) if lower else max(found)
 
     return figure
 
@@ -171,11 +185,17 @@ class Target:
 
 
 W1_CEILING, W2_CEILING = ceiling_img_s("W1"), ceiling_img_s("W2")
+W1_TS_TRITON_REQ_S = better_of(req_s("W1", "torchserve", 64), req_s("W1", "triton", 64))
+W1_TS_TRITON_P99 = better_of(p99_ms("W1", "torchserve", 64), p99_ms("W1", "triton", 64), lower=True)
 TARGETS = (
     Target("W1 c=64 req/s vs TorchServe",
            req_s("W1", OURS, 64), AtLeast(1.2, req_s("W1", "torchserve", 64))),
     Target("W1 c=64 p99 vs TorchServe",
            p99_ms("W1", OURS, 64), NoSlower(p99_ms("W1", "torchserve", 64), "TorchServe's p99")),
+    Target("W1 c=64 req/s vs the better of TorchServe and Triton",
+           req_s("W1", OURS, 64), AtLeast(1.2, W1_TS_TRITON_REQ_S)),
+    Target("W1 c=64 p99 vs the lower of TorchServe's and Triton's",
+           p99_ms("W1", OURS, 64), NoSlower(W1_TS_TRITON_P99, "the lower of their p99s")),
     Target("W1 c=64 req/s vs LitServe",
            req_s("W1", OURS, 64), AtLeast(3.0, req_s("W1", "litserve", 64))),
     Target("W1 c=1 req/s vs naive FastAPI",

@@ -1,7 +1,8 @@
 """The benchmark's inputs: the models, the images, and the request bodies.
 
 W1: the shipped mnist-cnn, one real 28x28 MNIST digit as PNG per request (and
-64 digits per request as multipart). W2: resnet18 with random weights,
+64 digits per request as multipart, and as Open Inference Protocol binary
+requests, to cnn-serve's /v2 and to Triton). W2: resnet18 with random weights,
 resize 256 + centre-crop 224, one 427x640 photo (scikit-learn's china.jpg,
 JPEG quality 90) per request.
 """
@@ -21,11 +22,25 @@ from PIL import Image
 from models import default_model_path
 
 MULTIPART_BOUNDARY = "cnnservebenchboundary7d1f"
+V2_HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """An Open Inference Protocol binary request on disk, and the header that says where its
+    JSON part ends."""
+
+    body: Path
+    header_length: int
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return (f"{V2_HEADER_LENGTH}: {self.header_length}",)
 
 
 @dataclass(frozen=True)
 class Workload:
-    key: str  # "W1", "W1x64", "W2"
+    key: str  # "W1", "W1v2", "W1x64", "W1x64v2", "W2"
     title: str
     card: Path  # the model's card
     body: Path  # one request's body for our server, TorchServe and the naive server
@@ -35,6 +50,7 @@ class Workload:
     samples: tuple[bytes, ...]  # encoded images for the in-process ceilings
     path: str | None = None  # cnn-serve's URL path when not /v1/classify
     headers: tuple[str, ...] = ()
+    triton: V2Request | None = None  # Triton's body: the images as a [N,1] BYTES input
 
 
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -55,15 +71,19 @@ def multipart_body(images: list[bytes], *, field: str = "images") -> bytes:
     return b"".join(parts) + f"--{MULTIPART_BOUNDARY}--\r\n".encode()
 
 
-def v2_binary_body(images: list[bytes]) -> tuple[bytes, int]:
-    """An Open Inference Protocol request: a JSON header, then BYTES elements, length-prefixed."""
+def v2_binary_body(images: list[bytes], *, rows: bool = False) -> tuple[bytes, int]:
+    """An Open Inference Protocol request: a JSON header, then BYTES elements, length-prefixed.
+
+    The "image" input has shape [N], as cnn-serve's /v2 takes it; `rows`: [N,1], one image
+    per batch row, as a batching Triton model takes it (its inputs cannot be [N] alone).
+    """
     data = b"".join(len(image).to_bytes(4, "little") + image for image in images)
     header = {
         "inputs": [
             {
                 "name": "image",
                 "datatype": "BYTES",
-                "shape": [len(images)],
+                "shape": [len(images), 1] if rows else [len(images)],
                 "parameters": {"binary_data_size": len(data)},
             }
         ],
@@ -111,12 +131,35 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _v2_request(path: Path, images: list[bytes], *, rows: bool = False) -> V2Request:
+    body, header_length = v2_binary_body(images, rows=rows)
+    return V2Request(_write(path, body), header_length)
+
+
+def _v2_workload(key: str, title: str, body: Path, images: list[bytes], lit: Path) -> Workload:
+    """cnn-serve's /v2 under the W1 model: `images` in one binary request."""
+    request = _v2_request(body, images)
+    return Workload(
+        key,
+        title,
+        default_model_path(),
+        request.body,
+        "application/octet-stream",
+        len(images),
+        lit,
+        tuple(images),
+        path=f"/v2/models/{default_model_path().stem}/infer",
+        headers=request.headers,
+    )
+
+
 def prepare(out: Path) -> dict[str, Workload]:
     """Write every body and model under `out`; return the workloads by key."""
     out = out.resolve()
     digits = mnist_pngs(1000)
     photo = china_jpeg()
     w1_lit = _write(out / "w1-lit.json", lit_body(digits[0]))
+    w1_triton = _v2_request(out / "w1-triton.v2", digits[:1], rows=True)
     w1 = Workload(
         "W1",
         "mnist-cnn, one 28x28 PNG per request",
@@ -126,6 +169,14 @@ def prepare(out: Path) -> dict[str, Workload]:
         1,
         w1_lit,
         tuple(digits),
+        triton=w1_triton,
+    )
+    w1v2 = _v2_workload(
+        "W1v2",
+        "mnist-cnn, one PNG per request (V2 binary)",
+        out / "w1.v2",
+        digits[:1],
+        w1_lit,
     )
     w1x64 = Workload(
         "W1x64",
@@ -137,18 +188,12 @@ def prepare(out: Path) -> dict[str, Workload]:
         w1_lit,
         tuple(digits),
     )
-    v2_body, v2_header = v2_binary_body(digits[:64])
-    w1x64v2 = Workload(
+    w1x64v2 = _v2_workload(
         "W1x64v2",
         "mnist-cnn, 64 PNGs per request (V2 binary)",
-        default_model_path(),
-        _write(out / "w1x64.v2", v2_body),
-        "application/octet-stream",
-        64,
+        out / "w1x64.v2",
+        digits[:64],
         w1_lit,
-        tuple(digits),
-        path=f"/v2/models/{default_model_path().stem}/infer",
-        headers=(f"Inference-Header-Content-Length: {v2_header}",),
     )
     w2 = Workload(
         "W2",
@@ -160,4 +205,4 @@ def prepare(out: Path) -> dict[str, Workload]:
         _write(out / "w2-lit.json", lit_body(photo)),
         (photo,),
     )
-    return {w.key: w for w in (w1, w1x64, w1x64v2, w2)}
+    return {w.key: w for w in (w1, w1v2, w1x64, w1x64v2, w2)}

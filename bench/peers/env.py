@@ -1,8 +1,10 @@
-"""The peers' virtualenv (bench/.venv-peers, git-ignored): TorchServe, LitServe, py-spy.
+"""The peers' virtualenvs (git-ignored): bench/.venv-peers (TorchServe, LitServe, py-spy) and
+bench/.venv-triton (NVIDIA Triton's server through PyTriton).
 
-It shares the project's torch instead of installing another copy: a .pth file
-adds the project venv's site-packages (and so its torch, PIL and our `models`
-package) after the peers' own packages.
+Neither installs another torch: a .pth file adds the project venv's site-packages
+(and so its torch, PIL and our `models` package) after the venv's own packages.
+PyTriton pins numpy below 2, so its venv installs its packages before the .pth
+exists: pip then resolves them alone and puts numpy 1.x in front of ours.
 """
 
 from __future__ import annotations
@@ -10,51 +12,82 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
-PEER_PACKAGES = (
-    "torchserve==0.12.0",
-    "torch-model-archiver==0.12.0",
-    "litserve==0.2.19",
-    "py-spy==0.4.3",
-)
 ROOT = Path(__file__).resolve().parents[2]
-PEER_VENV = ROOT / "bench" / ".venv-peers"
 _PTH_NAME = "cnn_serve_shared.pth"
 
 
+@dataclass(frozen=True)
+class PeerEnv:
+    venv: Path
+    packages: tuple[str, ...]
+    check: str  # imports that succeed once the venv is complete
+    executables: tuple[str, ...] = ()  # files under bin/ it must also have
+    alone: bool = False  # pip resolves the packages before the venv sees ours
+
+    def bin(self, name: str) -> Path:
+        return self.venv / "bin" / name
+
+    def _site_packages(self) -> Path:
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        return self.venv / "lib" / version / "site-packages"
+
+    def ready(self) -> bool:
+        python = self.bin("python")
+        if not python.exists() or not all(self.bin(name).exists() for name in self.executables):
+            return False
+        done = subprocess.run([str(python), "-c", self.check], capture_output=True)
+        return done.returncode == 0
+
+    def _share_ours(self) -> None:
+        shared = sysconfig.get_paths()["purelib"]  # the project venv's site-packages
+        # addsitedir, not a bare path: it also runs the .pth files there (our editable install).
+        pth = self._site_packages() / _PTH_NAME
+        pth.write_text(f"import site; site.addsitedir({shared!r})\n")
+
+    def ensure(self) -> Path:
+        """Create or complete the venv; returns its python."""
+        if self.ready():
+            return self.bin("python")
+        if not self.bin("python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+        pth = self._site_packages() / _PTH_NAME
+        if self.alone:
+            pth.unlink(missing_ok=True)
+        else:
+            self._share_ours()
+        pip = [str(self.bin("python")), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, *self.packages], check=True)
+        self._share_ours()
+        if not self.ready():
+            raise RuntimeError(f"the venv at {self.venv} is incomplete after pip install")
+        return self.bin("python")
+
+
+PEERS = PeerEnv(
+    ROOT / "bench" / ".venv-peers",
+    ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "litserve==0.2.19", "py-spy==0.4.3"),
+    "import ts, model_archiver, litserve, torch, models",
+    executables=("py-spy",),
+)
+TRITON = PeerEnv(
+    ROOT / "bench" / ".venv-triton",
+    ("nvidia-pytriton==0.7.0",),
+    "import pytriton.triton, torch, models",
+    alone=True,
+)
+
+
 def peer_bin(name: str) -> Path:
-    return PEER_VENV / "bin" / name
-
-
-def _site_packages(venv: Path) -> Path:
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    return venv / "lib" / version / "site-packages"
-
-
-def _ready() -> bool:
-    python = peer_bin("python")
-    if not python.exists() or not peer_bin("py-spy").exists():
-        return False
-    check = "import ts, model_archiver, litserve, torch, models"
-    return subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
+    return PEERS.bin(name)
 
 
 def ensure_peer_env() -> Path:
-    """Create or complete the peers' venv; returns its python."""
-    if _ready():
-        return peer_bin("python")
-    if not peer_bin("python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-    shared = sysconfig.get_paths()["purelib"]  # the project venv's site-packages
-    # addsitedir, not a bare path: it also runs the .pth files there (our editable install).
-    pth = _site_packages(PEER_VENV) / _PTH_NAME
-    pth.write_text(f"import site; site.addsitedir({shared!r})\n")
-    pip = [str(peer_bin("python")), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *PEER_PACKAGES], check=True)
-    if not _ready():
-        raise RuntimeError(f"the peers' venv at {PEER_VENV} is incomplete after pip install")
-    return peer_bin("python")
+    """Create or complete every peer's venv; returns the peers' python."""
+    TRITON.ensure()
+    return PEERS.ensure()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The work every peer server does, written once: our decode + preprocess, a forward, top-5.
 
-TorchServe's handler, the LitServe server and the naive FastAPI server all
-call this, so that what differs between them and cnn-serve is the serving
+TorchServe's handler, the Triton model, the LitServe server and the naive FastAPI
+server all call this, so that what differs between them and cnn-serve is the serving
 machinery alone: the model, the preprocessing code and the torch threads match.
 """
 
@@ -43,7 +43,10 @@ class PeerModel:
             ]
         }
 
+    def probabilities(self, images: Sequence[bytes]) -> torch.Tensor:
+        """One forward for these encoded images: [N,classes] probabilities."""
+        return self.forward(torch.stack([self.prepare(data) for data in images]))
+
     def answer(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
         """One forward for these images, one top-5 per image."""
-        batch = torch.stack([self.prepare(data) for data in images])
-        return [self.top5(row) for row in self.forward(batch)]
+        return [self.top5(row) for row in self.probabilities(images)]

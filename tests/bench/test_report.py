@@ -25,6 +25,7 @@ def _results() -> Results:
     results.points = [
         _point("W1", "cnn-serve", 64, 15_000, 0.050),  # 1,500 req/s
         _point("W1", "torchserve", 64, 10_000, 0.080),  # 1,000 req/s
+        _point("W1", "triton", 64, 13_000, 0.045),  # 1,300 req/s
         _point("W1", "litserve", 64, 6_000, 0.150),  # 600 req/s
         _point("W1", "naive", 64, 3_000, 0.300),
         _point("W1", "cnn-serve", 1, 4_000, 0.004),  # 400 req/s
@@ -48,6 +49,10 @@ def test_each_target_is_judged_on_its_own_ratio() -> None:
     assert checks["W1 c=64 req/s vs TorchServe"].measured == "1.50x"
     assert checks["W1 c=64 req/s vs TorchServe"].met is True
     assert checks["W1 c=64 p99 vs TorchServe"].met is True
+    versus_both = checks["W1 c=64 req/s vs the better of TorchServe and Triton"]
+    assert (versus_both.measured, versus_both.verdict) == ("1.15x", "MISSED by 4%")
+    lower_p99 = checks["W1 c=64 p99 vs the lower of TorchServe's and Triton's"]
+    assert (lower_p99.measured, lower_p99.verdict) == ("50.0 ms vs 45.0 ms", "MISSED by 10%")
     assert checks["W1 c=64 req/s vs LitServe"].measured == "2.50x"
     assert checks["W1 c=64 req/s vs LitServe"].verdict == "MISSED by 17%"
     assert checks["W1 c=1 req/s vs naive FastAPI"].measured == "0.80x"
@@ -66,6 +71,19 @@ def test_missing_points_are_not_measured_rather_than_failed() -> None:
     checks = {c.name: c for c in check_targets(results)}
     assert checks["W1 c=64 req/s vs TorchServe"].verdict == "not measured"
     assert checks["W1 c=64 p99 vs TorchServe"].met is None
+    # The better of two peers needs both: one alone would quietly lower the bar.
+    assert checks["W1 c=64 req/s vs the better of TorchServe and Triton"].met is None
+    results.points = [p for p in _results().points if p.server != "triton"]
+    checks = {c.name: c for c in check_targets(results)}
+    assert checks["W1 c=64 req/s vs TorchServe"].met is True
+    assert checks["W1 c=64 p99 vs the lower of TorchServe's and Triton's"].met is None
+
+
+def test_triton_is_a_peer_in_the_tables() -> None:
+    text = render(_results())
+    assert "| workload | c | vs TorchServe | vs Triton | vs LitServe | vs naive FastAPI |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| triton | 64 |")]
+    assert len(rows) == 1 and "| 1,300.0 |" in rows[0]
 
 
 def test_every_target_row_renders_with_a_verdict() -> None:
@@ -88,7 +106,7 @@ def test_a_run_that_measured_nothing_is_not_measured_everywhere() -> None:
 def test_render_has_the_ratio_row_and_survives_a_json_round_trip() -> None:
     results = Results.from_dict(json.loads(json.dumps(_results().to_dict())))
     text = render(results)
-    assert "| W1 | 64 | 1.50x | 2.50x | 5.00x |" in text
+    assert "| W1 | 64 | 1.50x | 1.15x | 2.50x | 5.00x |" in text
     assert "| W1 c=64 req/s vs LitServe | >= 3.0x | 2.50x | MISSED by 17% |" in text
     assert "| W1 | fp32 | 5,000 (batch 64) | 9,000 | 3,000 (batch 64) |" in text
 

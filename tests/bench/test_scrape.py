@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scrape import histogram_totals
+from bench.scrape import histogram_totals, triton_batch_totals
 
 BEFORE = """# HELP cnn_batch_size Images per forward pass.
 # TYPE cnn_batch_size histogram
@@ -34,3 +34,22 @@ def test_absent_metric_is_none_and_empty_window_has_no_mean() -> None:
     assert histogram_totals("process_cpu_seconds_total 1.0\n") is None
     totals = histogram_totals(BEFORE)
     assert totals is not None and totals.minus(totals).mean is None
+
+
+TRITON = """# HELP nv_inference_count Number of inferences performed (does not include cached requests)
+# TYPE nv_inference_count counter
+nv_inference_count{model="mnist-cnn",version="1"} 640
+# HELP nv_inference_exec_count Number of model executions performed
+# TYPE nv_inference_exec_count counter
+nv_inference_exec_count{model="mnist-cnn",version="1"} 25
+nv_inference_request_success{model="mnist-cnn",version="1"} 640
+"""
+
+
+def test_triton_counters_give_images_per_execution() -> None:
+    before = triton_batch_totals(TRITON)
+    after = triton_batch_totals(TRITON.replace("} 640\n", "} 1280\n").replace("} 25\n", "} 45\n"))
+    assert before is not None and after is not None
+    assert (before.sum, before.count) == (640.0, 25.0)  # not the requests: their rows
+    assert after.minus(before).mean == 640.0 / 20.0
+    assert triton_batch_totals(BEFORE) is None
