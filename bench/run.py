@@ -125,7 +125,7 @@ class Plan:
             "LitServe": "1 worker, max_batch_size 32, batch_timeout 0.01; body JSON base64",
             "naive FastAPI": "sync endpoint in FastAPI's thread pool, one forward per request",
             "bodies": "raw image bytes (cnn-serve, TorchServe, naive); JSON base64 (LitServe); "
-            "V2 binary, BYTES 'image' [1,1] asking top-5 (Triton) and [1] (cnn-serve's W1v2)",
+            "V2 binary, BYTES 'image' [1,1] asking top-5: the same bytes to Triton and cnn-serve (W1v2)",
         }
 
 

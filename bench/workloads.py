@@ -136,9 +136,11 @@ def _v2_request(path: Path, images: list[bytes], *, rows: bool = False) -> V2Req
     return V2Request(_write(path, body), header_length)
 
 
-def _v2_workload(key: str, title: str, body: Path, images: list[bytes], lit: Path) -> Workload:
+def _v2_workload(
+    key: str, title: str, body: Path, images: list[bytes], lit: Path, *, rows: bool = False
+) -> Workload:
     """cnn-serve's /v2 under the W1 model: `images` in one binary request."""
-    request = _v2_request(body, images)
+    request = _v2_request(body, images, rows=rows)
     return Workload(
         key,
         title,
@@ -171,12 +173,14 @@ def prepare(out: Path) -> dict[str, Workload]:
         tuple(digits),
         triton=w1_triton,
     )
+    # Byte for byte Triton's request: cnn-serve's /v2 takes BYTES [N,1] as well as [N].
     w1v2 = _v2_workload(
         "W1v2",
-        "mnist-cnn, one PNG per request (V2 binary)",
+        "mnist-cnn, one PNG per request (V2 binary, Triton's very request)",
         out / "w1.v2",
         digits[:1],
         w1_lit,
+        rows=True,
     )
     w1x64 = Workload(
         "W1x64",

@@ -3,7 +3,8 @@
 Inputs (exactly one per request):
 - "input": FP32 [N,C,H,W], normalized as the card says; or UINT8 [N,C,H,W] pixels,
   normalized on the device like a decoded image;
-- "image": BYTES [N], encoded image files, decoded and preprocessed like /v1.
+- "image": BYTES [N] (or [N,1], the shape Triton's batching models take), encoded image
+  files, decoded and preprocessed like /v1.
 Outputs: "probabilities" and "logits", FP32 [N,classes], either as top-k
 "value:index:label" strings with the classification extension; and every
 feature-map layer, FP32 [N,C,H,W].
@@ -39,7 +40,9 @@ IMAGE = "image"
 PROBABILITIES = "probabilities"
 LOGITS = "logits"
 SCORES = (PROBABILITIES, LOGITS)
-_INPUTS_TEXT = f"{INPUT!r} (FP32 or UINT8 [N,C,H,W]) or {IMAGE!r} (BYTES [N], encoded images)"
+_INPUTS_TEXT = (
+    f"{INPUT!r} (FP32 or UINT8 [N,C,H,W]) or {IMAGE!r} (BYTES [N] or [N,1], encoded images)"
+)
 
 # Feature-map layer name -> the shape of one image's map, [C,H,W].
 Layers = Mapping[str, Sequence[int]]
@@ -122,9 +125,9 @@ def _pixels(tensor: RequestTensor, spec: InputSpec, max_images: int) -> NDArray[
 def _images(tensor: RequestTensor, max_images: int) -> list[bytes]:
     if tensor.datatype != BYTES:
         raise InvalidBody(f"input {IMAGE!r} must be BYTES (encoded images), got {tensor.datatype}")
-    if len(tensor.shape) != 1 or tensor.shape[0] < 1:
+    if tensor.shape[:1] < (1,) or tuple(tensor.shape[1:]) not in ((), (1,)):
         raise InvalidBody(
-            f"input {IMAGE!r} must have shape [N] with N >= 1, got {list(tensor.shape)}"
+            f"input {IMAGE!r} must have shape [N] or [N,1] with N >= 1, got {list(tensor.shape)}"
         )
     check_image_count(tensor.shape[0], max_images)
     items = decode_bytes(tensor)

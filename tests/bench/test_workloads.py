@@ -44,6 +44,13 @@ def test_the_triton_body_is_the_one_tritonclient_builds() -> None:
     assert ours["outputs"] == [{"name": "probabilities", "parameters": {"classification": 5}}]
 
 
+def test_cnn_serve_reads_the_triton_body_as_the_same_images() -> None:
+    body, length = v2_binary_body(IMAGES, rows=True)
+    (tensor,) = parse_request(body, str(length)).inputs
+    assert (tensor.name, tensor.datatype, tensor.shape) == ("image", "BYTES", (2, 1))
+    assert decode_bytes(tensor) == IMAGES
+
+
 def test_the_two_bodies_differ_in_the_input_shape_alone() -> None:
     flat, flat_length = v2_binary_body(IMAGES)
     rows, rows_length = v2_binary_body(IMAGES, rows=True)

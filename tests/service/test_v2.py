@@ -192,6 +192,10 @@ async def test_binary_tensors_images_and_raw_requests(
     np.testing.assert_allclose(
         np.reshape(probabilities, (COUNT, 10)), reference.probabilities, atol=atol
     )
+    # [N,1]: the shape a Triton model with dynamic batching takes; the same answers.
+    column = _input("image", images.reshape(COUNT, 1), "BYTES", True)
+    result = _outputs(await _post_tensors(client, [column]))
+    np.testing.assert_allclose(result.as_numpy("probabilities"), reference.probabilities, atol=atol)
 
     pixels = _input("input", reference.pixels, "UINT8", True)
     uint8 = _outputs(await _post_tensors(client, [pixels]))  # no outputs: all binary
@@ -244,6 +248,7 @@ _BAD_JSON: list[tuple[dict[str, Any], str]] = [
     ({"inputs": [_tensor("image", "BYTES", [1], ["not base64!"])]}, "base64"),
     ({"inputs": [_tensor("image", "BYTES", [1], [base64.b64encode(b"xx").decode()])]}, "image 0"),
     ({"inputs": [_tensor("image", "FP32", [1], [0.0])]}, "must be BYTES"),
+    ({"inputs": [_tensor("image", "BYTES", [1, 2], ["", ""])]}, "must have shape [N] or [N,1]"),
     ({"inputs": []}, "non-empty list"),
     (
         {
