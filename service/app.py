@@ -92,7 +92,9 @@ def _lifespan(
         )
         metrics.watch_readiness(lambda: state.registry.serving)
         # Before loading: a scrape during start-up already says cnn_ready 0.
-        exporter = start_exporter(metrics.registry, host=settings.host, port=settings.metrics_port)
+        # With an engine, the metrics port is the engine's: it serves the whole pod.
+        metrics_port = None if engine is not None else settings.metrics_port
+        exporter = start_exporter(metrics.registry, host=settings.host, port=metrics_port)
         try:
             try:
                 await _open_models(state, source, metrics)

@@ -81,8 +81,10 @@ class Supervisor:
     def _spawn(
         self, module: str, *args: str, pass_fds: Sequence[int] = ()
     ) -> subprocess.Popen[bytes]:
+        # -P: `python -m` would put the working directory first on sys.path, where a folder
+        # named like one of our packages (./models, say) would hide it.
         return subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=self.env, pass_fds=tuple(pass_fds)
+            [sys.executable, "-P", "-m", module, *args], env=self.env, pass_fds=tuple(pass_fds)
         )
 
     def start_engine(self) -> int:
@@ -139,10 +141,12 @@ class Supervisor:
         self.stopping = True
 
     def _forget(self, pid: int) -> None:
-        """Drop a dead process's live gauges (its counters stay in the pod's sums)."""
+        """Drop a dead process's live gauges (its counters stay in the pod's sums) and the
+        shared-memory arena it had no chance to remove."""
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, self.env["PROMETHEUS_MULTIPROC_DIR"])  # type: ignore[no-untyped-call]
+        (self.run_dir / f"arena-{pid}").unlink(missing_ok=True)
 
     def _replace_the_dead(self) -> None:
         for worker in list(self.workers):
@@ -165,6 +169,9 @@ class Supervisor:
     def _stop(self) -> None:
         """Workers first (they answer what they accepted), then the engine that computes it."""
         grace = self.settings.shutdown_drain_s + self.settings.shutdown_grace_s + 5.0
+        # Our copy of the listening socket goes first: once the workers have closed theirs,
+        # the port refuses new connections instead of queueing them for nobody.
+        self.listener.close()
         for worker in self.workers:
             _signal(worker, signal.SIGTERM)
         _wait_all(self.workers, grace)

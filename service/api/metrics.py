@@ -7,12 +7,14 @@ multiprocess mode) and adds the engine's live gauges, asked over its socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from starlette.responses import Response
 
+from service.errors import ServiceError
 from service.metrics import Metrics
 from service.observability import METRICS_PATH
 
@@ -38,7 +40,9 @@ def _pod_metrics(metrics: Metrics) -> Callable[[], Awaitable[Response]]:
         # The text format only: pieces of it can be joined (OpenMetrics ends with # EOF).
         text = await asyncio.to_thread(generate_latest, metrics.scrape_registry())
         if metrics.remote_live is not None:
-            text += await metrics.remote_live()
+            # Restarting, the engine has no live gauges to give; every counter is still here.
+            with contextlib.suppress(ServiceError):
+                text += await metrics.remote_live()
         return Response(text, headers={"content-type": CONTENT_TYPE_LATEST})
 
     return pod_metrics

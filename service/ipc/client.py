@@ -54,6 +54,7 @@ class EngineLink:
     def __init__(self, socket_path: Path, arrivals: Arrivals) -> None:
         self._path = socket_path
         self.arrivals = arrivals
+        # Named by pid: the supervisor removes the arena of a worker that was killed.
         self._arena = _arena(socket_path.parent / f"arena-{os.getpid()}")
         if self._arena is not None:
             # The engine's batcher reads this worker's requests on their way from the arena.
