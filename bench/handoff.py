@@ -15,6 +15,7 @@ import asyncio
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,12 @@ class AnswerAtOnce:
     def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
         return self._arrivals.incoming(arrival)
 
-    async def submit(self, pixels: NDArray[Any], **_: Any) -> ItemResult:
+    def enqueue(
+        self, pixels: NDArray[Any], *, on_done: Callable[[ItemResult], None], **_: Any
+    ) -> None:
         checksum = int(pixels[0, 0, 0, 0])  # the engine reads the pixels it was handed
         probabilities = self._probabilities * (1 + checksum * 0)
-        return ItemResult(probabilities, probabilities, {}, 0.0, 0.0, 1, "cpu")
+        on_done(ItemResult(probabilities, probabilities, {}, 0.0, 0.0, 1, "cpu"))
 
 
 def _card(shape: tuple[int, int, int]) -> ModelCard:
@@ -77,8 +80,14 @@ class _Model:
 def _engine(socket_path: str, ready: Any) -> None:
     async def main() -> None:
         models = [_Model(key, shape) for key, shape in SHAPES.items()]
-        server = EngineServer(models, None, WorkerArrivals(), CollectorRegistry())  # type: ignore[arg-type]
-        await server.start(Path(socket_path))
+        server = EngineServer(
+            models,  # type: ignore[arg-type]
+            None,
+            WorkerArrivals(),
+            CollectorRegistry(),
+            asyncio.get_running_loop(),
+        )
+        server.start(Path(socket_path))
         ready.set()
         await asyncio.Event().wait()
 

@@ -8,12 +8,11 @@ batch is retried in halves the same way).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -71,6 +70,22 @@ class NoObserver:
         pass
 
 
+class Settleable(Protocol):
+    """Where a request's answer goes: an asyncio.Future, or a concurrent.futures.Future."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: ItemResult, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Deliverer(Protocol):
+    """What runs the settling: the request's event loop, or the worker thread itself."""
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Any: ...
+
+
 @dataclass(eq=False)
 class WorkItem:
     """One request's images (or a max-batch-size slice of them) waiting for a batch."""
@@ -78,8 +93,8 @@ class WorkItem:
     pixels: torch.Tensor
     capture: frozenset[str]
     deadline: float
-    future: asyncio.Future[ItemResult]
-    loop: asyncio.AbstractEventLoop
+    future: Settleable
+    loop: Deliverer
     enqueued_at: float = field(default_factory=time.monotonic)
 
     @property

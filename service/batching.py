@@ -14,13 +14,15 @@ is service.batch_run's job.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -30,8 +32,10 @@ from service.batch_run import (
     BatchRun,
     BatchRunner,
     BatchSampler,
+    Deliverer,
     NoObserver,
     Outcome,
+    Settleable,
     WorkItem,
 )
 from service.errors import InferenceFailed, NotReady, Overloaded, RequestTimeout
@@ -39,7 +43,7 @@ from service.results import ItemResult
 
 log = logging.getLogger("service.batching")
 
-Settle = tuple[asyncio.Future[ItemResult], ItemResult | BaseException]
+Settle = tuple[Settleable, ItemResult | BaseException]
 
 
 def _settle_all(outcomes: list[Settle]) -> None:
@@ -55,12 +59,23 @@ def _settle_all(outcomes: list[Settle]) -> None:
 
 def _deliver(outcomes: Sequence[Outcome]) -> None:
     """Hand each outcome to the event loop its request waits on."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Settle]] = {}
+    by_loop: dict[Deliverer, list[Settle]] = {}
     for item, outcome in outcomes:
         by_loop.setdefault(item.loop, []).append((item.future, outcome))
     for loop, settles in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
             loop.call_soon_threadsafe(_settle_all, settles)
+
+
+class _Immediately:
+    """Settles on the worker thread itself: for callers waiting on no event loop."""
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        callback(*args)
+
+
+IMMEDIATELY = _Immediately()
+OnDone = Callable[[ItemResult | BaseException], None]
 
 
 class Batcher:
@@ -124,13 +139,15 @@ class Batcher:
         """Queue [N,C,H,W] pixels; answer when their batch has run. Splits N > max batch size."""
         loop = asyncio.get_running_loop()
         chunks = torch.split(pixels, self.max_batch_size)
-        items = [WorkItem(c, capture, deadline, loop.create_future(), loop) for c in chunks]
+        futures: list[asyncio.Future[ItemResult]] = [loop.create_future() for _ in chunks]
+        items = [
+            WorkItem(c, capture, deadline, f, loop) for c, f in zip(chunks, futures, strict=True)
+        ]
         try:
             self._enqueue(items)
         finally:
             if arrival is not None:
                 arrival.settle()  # after queueing: a worker may briefly wait for it, never miss it
-        futures = [item.future for item in items]
         try:
             async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.monotonic())):
                 return ItemResult.concat(await asyncio.gather(*futures))
@@ -142,6 +159,45 @@ class Batcher:
         finally:
             for future in futures:
                 future.cancel()  # a no-op for the settled; drops the rest from their batch
+
+    def enqueue(
+        self,
+        pixels: torch.Tensor,
+        *,
+        deadline: float,
+        capture: frozenset[str] = frozenset(),
+        on_done: OnDone,
+    ) -> None:
+        """Queue [N,C,H,W] pixels from any thread; `on_done` gets the result (or the error)
+        on the worker thread. Refusals (queue full, shutting down) raise here, at once.
+
+        For a caller with no event loop (the engine process answering HTTP workers): no
+        hop through a loop on the way in or out. Past its deadline, a request is answered
+        504 when its batch is taken, never computed.
+        """
+        chunks = torch.split(pixels, self.max_batch_size)
+        futures: list[concurrent.futures.Future[ItemResult]] = [
+            concurrent.futures.Future() for _ in chunks
+        ]
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def settled(_: concurrent.futures.Future[ItemResult]) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            failed = next((f.exception() for f in futures if f.exception()), None)
+            on_done(failed or ItemResult.concat([f.result() for f in futures]))
+
+        for future in futures:
+            future.add_done_callback(settled)
+        self._enqueue(
+            [
+                WorkItem(c, capture, deadline, f, IMMEDIATELY)
+                for c, f in zip(chunks, futures, strict=True)
+            ]
+        )
 
     def _enqueue(self, items: list[WorkItem]) -> None:
         count = sum(item.size for item in items)

@@ -38,14 +38,14 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
         if not isinstance(exc, KNOWN_STARTUP_ERRORS):
             log.exception("engine start-up failed")
         return cannot_start(exc)
-    server = EngineServer(source.loaded, settings.default_model, arrivals, metrics.live)
-    await server.start(socket_path)
+    loop = asyncio.get_running_loop()
+    server = EngineServer(source.loaded, settings.default_model, arrivals, metrics.live, loop)
+    server.start(socket_path)
     # With several HTTP workers the metrics port is the engine's: one scrape, every process.
     exporter = start_exporter(
         metrics.scrape_registry(), host=settings.host, port=settings.metrics_port
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     freeze_startup_heap()
@@ -53,7 +53,7 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
     os.close(ready_fd)
     log.info("engine ready", extra={"models": [model.facts.name for model in source.loaded]})
     await stop.wait()
-    await server.close()
+    server.close()
     await source.close(settings.shutdown_grace_s)
     exporter.close()
     return 0

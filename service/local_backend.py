@@ -16,7 +16,7 @@ from models.feature_layer import FeatureLayer, Kernels
 from models.layers import conv_kernels
 from service.arrivals import Arrival
 from service.backend import ExplainOutcome
-from service.batching import Batcher
+from service.batching import Batcher, OnDone
 from service.explain_lane import ExplainLane, Yielding
 from service.explain_terms import ExplainParams, Explanation, resolve_target
 from service.explanations import ExplainRequest, explain
@@ -56,6 +56,19 @@ class LocalBackend:
     ) -> ItemResult:
         return await self.batcher.submit(
             torch.from_numpy(pixels), deadline=deadline, capture=capture, arrival=arrival
+        )
+
+    def enqueue(
+        self,
+        pixels: NDArray[Any],
+        *,
+        deadline: float,
+        capture: frozenset[str],
+        on_done: OnDone,
+    ) -> None:
+        """`submit` for a caller on no event loop: see Batcher.enqueue."""
+        self.batcher.enqueue(
+            torch.from_numpy(pixels), deadline=deadline, capture=capture, on_done=on_done
         )
 
     async def explain(

@@ -165,9 +165,12 @@ class EngineLink:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         arrays = {"pixels": pixels} if pixels is not None and block is None else None
-        writer.writelines(frame({**header, "id": request_id, "deadline": deadline}, arrays))
         if arrival is not None:
-            arrival.settle()  # after sending: the engine may wait for it, never miss it
+            # Before sending: the engine cannot be told when a count in another process
+            # drops, so it must never see this request both on its way and in its queue
+            # (it would hold a batch open for it until the delay ran out).
+            arrival.settle()
+        writer.writelines(frame({**header, "id": request_id, "deadline": deadline}, arrays))
         try:
             timeout = max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK_S
             reply, answer_arrays = await asyncio.wait_for(asyncio.shield(future), timeout)

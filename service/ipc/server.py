@@ -1,11 +1,14 @@
 """The engine's end of the socket: HTTP workers' requests into this process's models.
 
-Each worker holds one connection. Its `hello` names its arena (attached here)
-and gets back what every served model is (service.registry.ModelFacts). Each
-later frame is one request, run as its own task: pixels are read in place from
-the worker's arena (or the frame, when the arena was full) and submitted to the
-model's batcher with the worker's deadline, so one queue and one batch take
-requests from all workers. Errors go back as their class name and detail; the
+Each worker holds one connection, read by its own thread here. Its `hello`
+names its arena (attached here) and gets back what every served model is
+(service.registry.ModelFacts). Each later frame is one request. Inference goes
+straight from that thread into the model's batcher (Batcher.enqueue) with the
+worker's deadline, and its answer is written back by the batcher's thread when
+the batch has run: one queue and one batch take requests from all workers, with
+no event loop to hop through on the way in or out. The rarer operations
+(explanations, kernels, monitoring, live metrics) run on the engine's event loop
+as they do in one process. Errors go back as their class name and detail; the
 worker raises the same ServiceError, so a client sees the same problem in both
 process models.
 """
@@ -13,7 +16,11 @@ process models.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +33,9 @@ from service.arrivals import Arrivals
 from service.errors import InferenceFailed, ServiceError, UnknownLayer, UnknownModel
 from service.explain_terms import ExplainParams
 from service.ipc.arena import ArenaReader
-from service.ipc.wire import arrays_of, frame, read_frame
+from service.ipc.wire import arrays_of, frame, read_frame_from
 from service.loading import LocalModel
+from service.results import ItemResult
 
 log = logging.getLogger("service.ipc")
 
@@ -46,6 +54,25 @@ class WorkerArrivals(Arrivals):
         return self._pending + sum(arena.pending for arena in self.arenas)
 
 
+class _Connection:
+    """One worker's socket: frames written whole, from whichever thread answers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, request_id: int, reply: dict[str, Any], arrays: Mapping[str, Any]) -> None:
+        data = b"".join(frame({"id": request_id, **reply}, arrays))
+        with self._lock, contextlib.suppress(OSError):  # the worker is gone: nobody reads it
+            self.sock.sendall(data)
+
+    def fail(self, request_id: int, exc: BaseException) -> None:
+        if not isinstance(exc, ServiceError):
+            log.error("engine request failed", exc_info=exc)
+            exc = InferenceFailed("the model failed on this input")
+        self.send(request_id, _error(exc), {})
+
+
 class EngineServer:
     def __init__(
         self,
@@ -53,44 +80,62 @@ class EngineServer:
         default_name: str | None,
         arrivals: WorkerArrivals,
         live: CollectorRegistry,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._live = live
         self._models = {model.facts.name: model for model in models}
         self._default_name = default_name
         self._arrivals = arrivals
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._live = live
+        self._loop = loop
+        self._listener: socket.socket | None = None
 
-    async def start(self, path: Path) -> None:
-        self._server = await asyncio.start_unix_server(self._connection, path=str(path))
+    def start(self, path: Path) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, name="engine-accept", daemon=True).start()
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+    def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+            self._listener.close()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(
+                target=self._serve, args=(sock,), name="engine-worker-link", daemon=True
+            ).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        connection = _Connection(sock)
         arena: ArenaReader | None = None
+        stream = sock.makefile("rb")
         try:
-            while True:
-                try:
-                    header, payload = await read_frame(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
+            while (received := read_frame_from(stream)) is not None:
+                header, payload = received
                 if header["op"] == "hello":
                     if header["arena"] is not None:
                         arena = ArenaReader(Path(header["arena"]))
                         self._arrivals.arenas.add(arena)
-                    writer.writelines(frame({"id": header["id"], **self._hello()}))
-                    continue
-                task = asyncio.create_task(self._answer(header, payload, arena, writer))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                    connection.send(header["id"], self._hello(), {})
+                elif header["op"] == "infer":
+                    self._infer(connection, header, payload, arena)
+                else:
+                    self._on_loop(connection, header, payload, arena)
+        except (OSError, ValueError):
+            pass  # the worker went away mid-frame
         finally:
             if arena is not None:
                 self._arrivals.arenas.discard(arena)
-            writer.close()
+            stream.close()
+            sock.close()
 
     def _hello(self) -> dict[str, Any]:
         return {
@@ -98,86 +143,110 @@ class EngineServer:
             "default": self._default_name,
         }
 
-    async def _answer(
+    def _model(self, header: dict[str, Any]) -> LocalModel:
+        model = self._models.get(header.get("model", ""))
+        if model is None:
+            raise UnknownModel(f"no model named {header.get('model')!r} is served")
+        return model
+
+    def _infer(
         self,
+        connection: _Connection,
         header: dict[str, Any],
         payload: bytearray,
         arena: ArenaReader | None,
-        writer: asyncio.StreamWriter,
     ) -> None:
+        request_id = header["id"]
+
+        def answer(outcome: ItemResult | BaseException) -> None:  # on the batcher's thread
+            if isinstance(outcome, BaseException):
+                connection.fail(request_id, outcome)
+            else:
+                connection.send(request_id, *_result(outcome))
+
         try:
-            reply, arrays = await self._run(header, payload, arena)
-        except ServiceError as exc:
-            reply, arrays = _error(exc), {}
-        except Exception:
-            log.exception("engine request failed", extra={"op": header.get("op")})
-            reply, arrays = _error(InferenceFailed("the model failed on this input")), {}
-        if not writer.is_closing():
-            writer.writelines(frame({"id": header["id"], **reply}, arrays))
+            self._model(header).backend.enqueue(
+                _input(header, payload, arena),
+                deadline=header["deadline"],
+                capture=frozenset(header.get("capture", ())),
+                on_done=answer,
+            )
+        except Exception as exc:  # refused at once: queue full, shutting down, bad model
+            connection.fail(request_id, exc)
+
+    def _on_loop(
+        self,
+        connection: _Connection,
+        header: dict[str, Any],
+        payload: bytearray,
+        arena: ArenaReader | None,
+    ) -> None:
+        request_id = header["id"]
+
+        def answer(done: concurrent.futures.Future[Reply]) -> None:
+            failed = done.exception()
+            if failed is not None:
+                connection.fail(request_id, failed)
+            else:
+                connection.send(request_id, *done.result())
+
+        running = asyncio.run_coroutine_threadsafe(self._run(header, payload, arena), self._loop)
+        running.add_done_callback(answer)
 
     async def _run(
         self, header: dict[str, Any], payload: bytearray, arena: ArenaReader | None
     ) -> Reply:
-        if header["op"] == "metrics":
+        op = header["op"]
+        if op == "metrics":
             text = generate_latest(self._live)
             return {}, {"text": np.frombuffer(text, dtype=np.uint8)}
-        model = self._models.get(header.get("model", ""))
-        if model is None:
-            raise UnknownModel(f"no model named {header.get('model')!r} is served")
-        op = header["op"]
-        if op == "infer":
-            return await self._infer(model, header, _input(header, payload, arena))
+        model = self._model(header)
         if op == "explain":
-            return await self._explain(model, header, _input(header, payload, arena))
+            return await _explain(model, header, _input(header, payload, arena))
         if op == "kernels":
-            return await self._kernels(model, header["layer"])
+            return await _kernels(model, header["layer"])
         if op == "activations":
             return {"body": await model.backend.activations()}, {}
         raise ValueError(f"unknown op {op!r}")
 
-    async def _infer(
-        self, model: LocalModel, header: dict[str, Any], pixels: NDArray[Any]
-    ) -> Reply:
-        result = await model.backend.submit(
-            pixels, deadline=header["deadline"], capture=frozenset(header.get("capture", ()))
-        )
-        reply = {
-            "queue_wait_s": result.queue_wait_s,
-            "inference_s": result.inference_s,
-            "batch_size": result.batch_size,
-            "device": result.device,
-        }
-        arrays = {"probabilities": result.probabilities, "logits": result.logits}
-        arrays.update({f"feature:{name}": value for name, value in result.features.items()})
-        return reply, arrays
 
-    async def _explain(
-        self, model: LocalModel, header: dict[str, Any], pixels: NDArray[Any]
-    ) -> Reply:
-        params = ExplainParams(**header["params"])
-        outcome = await model.backend.explain(pixels, params, header["layer"], header["deadline"])
-        explanation = outcome.explanation
-        reply = {
-            "method": explanation.method,
-            "target": explanation.target,
-            "queue_wait_s": outcome.queue_wait_s,
-            "inference_s": outcome.inference_s,
-        }
-        arrays = {
-            "attribution": explanation.attribution,
-            "probabilities": explanation.probabilities,
-        }
-        return reply, arrays
+def _result(result: ItemResult) -> Reply:
+    reply = {
+        "queue_wait_s": result.queue_wait_s,
+        "inference_s": result.inference_s,
+        "batch_size": result.batch_size,
+        "device": result.device,
+    }
+    arrays = {"probabilities": result.probabilities, "logits": result.logits}
+    arrays.update({f"feature:{name}": value for name, value in result.features.items()})
+    return reply, arrays
 
-    async def _kernels(self, model: LocalModel, name: str) -> Reply:
-        layer = next((entry for entry in model.facts.layers if entry.name == name), None)
-        if layer is None:
-            raise UnknownLayer(f"model {model.facts.name!r} has no layer {name!r}")
-        kernels = await model.backend.kernels(layer)
-        arrays = {"weights": kernels.weights}
-        if kernels.bias is not None:
-            arrays["bias"] = kernels.bias
-        return {"groups": kernels.groups}, arrays
+
+async def _explain(model: LocalModel, header: dict[str, Any], pixels: NDArray[Any]) -> Reply:
+    params = ExplainParams(**header["params"])
+    outcome = await model.backend.explain(pixels, params, header["layer"], header["deadline"])
+    explanation = outcome.explanation
+    reply = {
+        "method": explanation.method,
+        "target": explanation.target,
+        "queue_wait_s": outcome.queue_wait_s,
+        "inference_s": outcome.inference_s,
+    }
+    return reply, {
+        "attribution": explanation.attribution,
+        "probabilities": explanation.probabilities,
+    }
+
+
+async def _kernels(model: LocalModel, name: str) -> Reply:
+    layer = next((entry for entry in model.facts.layers if entry.name == name), None)
+    if layer is None:
+        raise UnknownLayer(f"model {model.facts.name!r} has no layer {name!r}")
+    kernels = await model.backend.kernels(layer)
+    arrays = {"weights": kernels.weights}
+    if kernels.bias is not None:
+        arrays["bias"] = kernels.bias
+    return {"groups": kernels.groups}, arrays
 
 
 def _input(header: dict[str, Any], payload: bytearray, arena: ArenaReader | None) -> NDArray[Any]:

@@ -9,6 +9,7 @@ memory arena (service.ipc.arena); the header then names their offset.
 from __future__ import annotations
 
 import asyncio
+import io
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,26 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byte
     header: dict[str, Any] = orjson.loads(await reader.readexactly(header_length))
     # A bytearray: arrays viewing it are writable, as torch.from_numpy wants.
     payload = bytearray(await reader.readexactly(payload_length)) if payload_length else bytearray()
+    return header, payload
+
+
+def read_frame_from(stream: io.BufferedReader) -> tuple[dict[str, Any], bytearray] | None:
+    """The next frame from a blocking stream (a socket's makefile("rb")); None at its end."""
+    prefix = stream.read(PREFIX.size)
+    if len(prefix) < PREFIX.size:
+        return None
+    header_length, payload_length = PREFIX.unpack(prefix)
+    head = stream.read(header_length)
+    payload = bytearray(payload_length)
+    view, filled = memoryview(payload), 0
+    while filled < payload_length:
+        got = stream.readinto(view[filled:])
+        if not got:
+            return None
+        filled += got
+    if len(head) < header_length:
+        return None
+    header: dict[str, Any] = orjson.loads(head)
     return header, payload
 
 
