@@ -72,8 +72,9 @@ def running_server(
     env: Mapping[str, str] | None = None,
     args: list[str] | None = None,
     ready_timeout: float = 90.0,
+    cwd: Path | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start `cnn-serve` as a real process on a free port and wait for /readyz.
+    """Start `cnn-serve` as a real process on a free port (in `cwd`) and wait for /readyz.
 
     One process (CNN_WORKERS=1) unless `env` or `args` ask for HTTP workers: the tests of
     the multi-process server say so (tests/e2e/test_workers.py).
@@ -90,7 +91,9 @@ def running_server(
         *(args or []),
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd
+        )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
         _wait_ready(server, ready_timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import tempfile
@@ -17,6 +18,7 @@ from tests.reliability.test_stalled_uploads import wait_for
 from tests.service.test_metrics import Samples, parse
 
 WORKERS = 2
+WORKER_ARGS = ["--workers", str(WORKERS)]
 PNG = {"content-type": "image/png"}
 CLASSIFY = "/v1/classify"
 
@@ -25,10 +27,8 @@ def children(pid: int) -> set[int]:
     """The live children of a process (Linux: /proc/PID/task/*/children)."""
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # the task ended meanwhile
             found.update(int(child) for child in (task / "children").read_text().split())
-        except OSError:  # the task ended meanwhile
-            pass
     return found
 
 
@@ -49,13 +49,12 @@ def environment(pid: int) -> dict[str, str]:
 
 def started_by(supervisor: int) -> set[int]:
     """Every live process started for this supervisor, wherever it was reparented to."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != supervisor:
-            if environment(int(entry.name)).get("CNN_SUPERVISOR_PID") == str(supervisor):
-                if not is_zombie(int(entry.name)):
-                    found.add(int(entry.name))
-    return found
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {
+        pid
+        for pid in pids
+        if environment(pid).get("CNN_SUPERVISOR_PID") == str(supervisor) and not is_zombie(pid)
+    }
 
 
 def is_zombie(pid: int) -> bool:
@@ -71,28 +70,28 @@ class Pod:
     """The processes of one multi-process server, at one moment."""
 
     supervisor: int
-    engine: int
+    engine: int  # 0 while there is none
     workers: frozenset[int]
-
-    @property
-    def run_dir(self) -> Path:
-        """Where the engine socket, the arenas and the metric files are (the engine's argument)."""
-        return Path(command_line(self.engine)[3]).parent
-
-    @property
-    def metrics_dir(self) -> Path:
-        return Path(environment(self.engine)["PROMETHEUS_MULTIPROC_DIR"])
+    run_dir: Path  # the engine socket's folder: the arenas, the metric files
+    metrics_dir: Path  # PROMETHEUS_MULTIPROC_DIR of every child
 
 
 def pod_now(supervisor: int) -> Pod:
-    by_module: dict[str, set[int]] = {"service.engine_process": set(), "service.http_worker": set()}
+    """The supervisor's children by their module (`python -m MODULE ...`)."""
+    found: dict[str, set[int]] = {"service.engine_process": set(), "service.http_worker": set()}
+    run_dir = metrics_dir = Path()
     for pid in children(supervisor):
         line = command_line(pid)
-        if len(line) > 2 and line[2] in by_module:
-            by_module[line[2]].add(pid)
-    engines = by_module["service.engine_process"]
+        module, *args = line[line.index("-m") + 1 :] if "-m" in line else [""]
+        if module in found:
+            found[module].add(pid)
+            socket_path = args[0] if module == "service.engine_process" else args[1]
+            run_dir = Path(socket_path).parent
+            metrics_dir = Path(environment(pid).get("PROMETHEUS_MULTIPROC_DIR", ""))
+    engines = found["service.engine_process"]
     assert len(engines) <= 1, engines
-    return Pod(supervisor, next(iter(engines), 0), frozenset(by_module["service.http_worker"]))
+    engine = next(iter(engines), 0)
+    return Pod(supervisor, engine, frozenset(found["service.http_worker"]), run_dir, metrics_dir)
 
 
 def whole_pod(server: ServerProcess, workers: int = WORKERS) -> Pod:
@@ -131,6 +130,23 @@ def scrape(base_url: str) -> Samples:
     return parse(response.text)
 
 
+def scrape_counting(base_url: str, requests: float, **labels: str) -> Samples:
+    """A scrape once cnn_requests_total with these labels has reached `requests`.
+
+    A process counts a request just after its answer has left, so a scrape sent the moment
+    the answer arrives (to another worker, say) may come a moment early. The tests then
+    assert the exact values this scrape holds.
+    """
+    found: list[Samples] = []
+
+    def counted() -> bool:
+        found.append(scrape(base_url))
+        return total(found[-1], "cnn_requests_total", **labels) >= requests
+
+    wait_for(counted, 10)
+    return found[-1]
+
+
 def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum of a metric over the series that carry these labels (0 when there is none)."""
     wanted = set(labels.items())
@@ -143,7 +159,7 @@ def classify_one(base_url: str, png: bytes, timeout: float = 30) -> httpx.Respon
 
 
 def problem_code(response: httpx.Response) -> str:
-    """"200", or the status and the problem's code: "503 overloaded"."""
+    """ "200", or the status and the problem's code: "503 overloaded"."""
     if response.status_code == 200:
         return "200"
     return f"{response.status_code} {response.json().get('code', '')}"
