@@ -17,6 +17,12 @@ PR_SET_PDEATHSIG = 1
 PARENT_ENV = "CNN_SUPERVISOR_PID"
 
 
+def orphaned() -> bool:
+    """The supervisor that started this process is gone."""
+    expected = os.environ.get(PARENT_ENV)
+    return expected is not None and os.getppid() != int(expected)
+
+
 def follow_parent() -> None:
     expected = os.environ.get(PARENT_ENV)
     if expected is None:
@@ -24,5 +30,5 @@ def follow_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(expected):
+    if orphaned():
         sys.exit(1)  # the supervisor is already gone

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
-from service.children import follow_parent
+from service.children import follow_parent, orphaned
 from service.heap import freeze_startup_heap
 from service.ipc.server import EngineServer, WorkerArrivals
 from service.loading import LocalModels
@@ -41,11 +42,14 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
     loop = asyncio.get_running_loop()
     server = EngineServer(source.loaded, settings.default_model, arrivals, metrics.live, loop)
     server.start(socket_path)
-    # With several HTTP workers the metrics port is the engine's: one scrape, every process.
-    exporter = start_exporter(
-        metrics.scrape_registry(), host=settings.host, port=settings.metrics_port
-    )
     stop = asyncio.Event()
+    # With several HTTP workers the metrics port is the engine's: one scrape, every process;
+    # its cnn_ready says whether this engine serves (workers cannot answer without it).
+    exporter = start_exporter(
+        metrics.scrape_registry(ready=lambda: not stop.is_set()),
+        host=settings.host,
+        port=settings.metrics_port,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     freeze_startup_heap()
@@ -56,6 +60,10 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
     server.close()
     await source.close(settings.shutdown_grace_s)
     exporter.close()
+    if orphaned():
+        # The supervisor was killed and cannot remove the run folder (sockets, arenas,
+        # metric files; in memory under /dev/shm): the engine, last to go, does.
+        shutil.rmtree(socket_path.parent, ignore_errors=True)
     return 0
 
 

@@ -227,13 +227,18 @@ class Metrics:
     def watch_readiness(self, is_ready: Callable[[], bool]) -> None:
         self._gauges.is_ready = is_ready
 
-    def scrape_registry(self) -> CollectorRegistry:
-        """What one scrape reads: this registry, or every process's values and this one's live."""
+    def scrape_registry(self, ready: Callable[[], bool] | None = None) -> CollectorRegistry:
+        """What one scrape reads: this registry, or every process's values and this one's live
+        (with `ready`, a cnn_ready of its own: the engine's metrics port speaks for the pod)."""
         if not self.multiprocess:
             return self.registry
         scraped = CollectorRegistry()
         MultiProcessCollector(scraped)  # type: ignore[no-untyped-call]
         scraped.register(_Forward(self.live))
+        if ready is not None:
+            readiness = LiveGauges()
+            readiness.is_ready = ready
+            scraped.register(readiness)
         return scraped
 
     # ---- requests --------------------------------------------------------

@@ -248,6 +248,8 @@ def test_a_killed_supervisor_takes_every_child_with_it(tmp_path: Path, digits: D
         server.process.wait()
         assert wait_for(lambda: not started_by(pod.supervisor), 15), started_by(pod.supervisor)
         assert wait_for(lambda: port_is_free(server.base_url), 5)
+        # Its run folder (sockets, arenas, metric files, in memory) goes with the engine.
+        assert wait_for(lambda: not pod.run_dir.exists(), 5), sorted(pod.run_dir.iterdir())
 
 
 def metrics_port_scrape(tmp_path: Path, digits: Digits) -> Samples:
@@ -272,12 +274,6 @@ def test_a_separate_metrics_port_counts_for_the_whole_pod(tmp_path: Path, digits
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with workers, CNN_METRICS_PORT is the engine's exporter (service/engine_process.py)"
-    ", whose registry has no cnn_ready (readiness is a worker's live gauge, service/app.py "
-    "watch_readiness): alerts.yaml's absent(cnn_ready) fires for a serving pod",
-)
 def test_a_separate_metrics_port_says_the_pod_is_ready(tmp_path: Path, digits: Digits) -> None:
     """As one process's metrics port does (tests/service/test_metrics.py)."""
     assert total(metrics_port_scrape(tmp_path, digits), "cnn_ready") == 1
