@@ -48,8 +48,12 @@ from bench.workloads import Workload, prepare
 
 BENCH_DIR = Path(__file__).resolve().parent
 SERVER_KINDS = (
-    servers.ServerKind("cnn-serve", "cnn-serve (defaults: one HTTP worker per CPU + engine)"),
-    servers.ServerKind("cnn-serve 1 worker", "cnn-serve, CNN_WORKERS=1", {"CNN_WORKERS": "1"}),
+    servers.ServerKind("cnn-serve", "cnn-serve (defaults: one process on 2 CPUs)"),
+    servers.ServerKind(
+        "cnn-serve 2 workers",
+        "cnn-serve, CNN_WORKERS=2 (2 HTTP workers + engine)",
+        {"CNN_WORKERS": "2"},
+    ),
     servers.ServerKind("torchserve", "TorchServe 0.12 (batch 32, 10 ms)"),
     servers.ServerKind("triton", "Triton 2.51 through PyTriton 0.7 (batch 32, 1 ms)", w2=False),
     servers.ServerKind("litserve", "LitServe 0.2.19 (batch 32, 10 ms)"),

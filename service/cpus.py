@@ -37,10 +37,16 @@ def available_cpus(root: Path = CGROUP) -> int:
     return max(1, min(affinity, math.ceil(quota))) if quota else max(1, affinity)
 
 
-def default_workers(cpus: int) -> int:
-    """One HTTP worker per CPU, the engine beside them; a single CPU runs one process.
+# Up to this many CPUs one process serves best (bench/RESULTS.md, 2 cores: one process
+# answered 3,170 req/s at c=64 where two HTTP workers and the engine answered 2,495).
+SINGLE_PROCESS_CPUS = 2
 
-    With one CPU there is nothing to spread across: the in-process model (no hand-off
-    between processes) answers a lone caller fastest.
+
+def default_workers(cpus: int) -> int:
+    """One process on up to two CPUs; beyond, one HTTP worker per CPU beside the engine.
+
+    On two cores one process already keeps both busy (its event loop on one, the
+    forward passes and decoding threads on the other) and pays no hand-off between
+    processes; the HTTP workers are for the cores a single event loop cannot use.
     """
-    return 1 if cpus < 2 else min(cpus, MAX_DEFAULT_WORKERS)
+    return 1 if cpus <= SINGLE_PROCESS_CPUS else min(cpus, MAX_DEFAULT_WORKERS)

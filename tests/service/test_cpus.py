@@ -1,0 +1,54 @@
+"""The CPU count the worker default comes from: affinity capped by a cgroup quota."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.cpus import SINGLE_PROCESS_CPUS, available_cpus, default_workers
+
+
+def _v2(root: Path, text: str) -> Path:
+    (root / "cpu.max").write_text(text)
+    return root
+
+
+def _v1(root: Path, quota: int, period: int) -> Path:
+    (root / "cpu").mkdir()
+    (root / "cpu" / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (root / "cpu" / "cpu.cfs_period_us").write_text(f"{period}\n")
+    return root
+
+
+AFFINITY = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("quota", "expected"),
+    [
+        ("max 100000\n", AFFINITY),  # no limit: the CPUs this process may run on
+        ("100000 100000\n", 1),
+        ("150000 100000\n", min(AFFINITY, 2)),  # 1.5 CPUs round up
+        ("50000 100000\n", 1),  # never below one
+    ],
+)
+def test_cgroup_v2_quota_caps_the_affinity(tmp_path: Path, quota: str, expected: int) -> None:
+    assert available_cpus(_v2(tmp_path, quota)) == expected
+
+
+def test_cgroup_v1_quota_and_no_cgroup_at_all(tmp_path: Path) -> None:
+    limited, unlimited = tmp_path / "limited", tmp_path / "unlimited"
+    limited.mkdir()
+    unlimited.mkdir()
+    assert available_cpus(_v1(limited, 100_000, 100_000)) == 1
+    assert available_cpus(_v1(unlimited, -1, 100_000)) == AFFINITY  # -1: no quota
+    assert available_cpus(tmp_path / "missing") == AFFINITY
+
+
+def test_one_process_up_to_two_cpus_then_a_worker_per_cpu() -> None:
+    assert [default_workers(n) for n in range(1, SINGLE_PROCESS_CPUS + 1)] == [1, 1]
+    assert default_workers(3) == 3
+    assert default_workers(16) == 16
+    assert default_workers(64) == 16  # capped: beyond it the engine, not HTTP, is the limit
