@@ -16,7 +16,6 @@ import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from models import default_model_path, load
 from models.card import InputSpec, ModelCard
-from service.arrivals import Arrival, Arrivals
+from service.arrivals import Arrivals
 from service.ipc.client import EngineLink
 from service.ipc.server import EngineServer, WorkerArrivals
 from service.metrics import Metrics
@@ -42,20 +41,13 @@ class AnswerAtOnce:
 
     def __init__(self) -> None:
         self._probabilities = np.full((1, CLASSES), 1.0 / CLASSES, dtype=np.float32)
-        self._arrivals = Arrivals()
-
-    @property
-    def queue_depth(self) -> int:
-        return 0
-
-    def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
-        return self._arrivals.incoming(arrival)
+        self.pixel_sum = 0  # every pixel handed over is read, as a forward pass would
 
     def enqueue(
         self, pixels: NDArray[Any], *, on_done: Callable[[ItemResult], None], **_: Any
     ) -> None:
-        checksum = int(pixels[0, 0, 0, 0])  # the engine reads the pixels it was handed
-        probabilities = self._probabilities * (1 + checksum * 0)
+        self.pixel_sum = int(pixels.sum())
+        probabilities = self._probabilities
         on_done(ItemResult(probabilities, probabilities, {}, 0.0, 0.0, 1, "cpu"))
 
 

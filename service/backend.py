@@ -31,9 +31,6 @@ class ExplainOutcome:
 
 
 class ModelBackend(Protocol):
-    @property
-    def queue_depth(self) -> int: ...
-
     def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
         """The request's arrival ticket; see service.batching.Batcher.incoming."""
         ...

@@ -116,10 +116,6 @@ class Batcher:
     def queue_depth(self) -> int:
         return self._queued_images
 
-    def queue_depth_now(self) -> int:
-        """queue_depth as a callable, for gauges read when scraped."""
-        return self._queued_images
-
     @property
     def idle(self) -> bool:
         with self._cond:

@@ -139,7 +139,7 @@ class LocalModels:
             served = ServedModel(model.facts, model.backend)
             metrics.model_loaded(served)
             metrics.watch_activations(spec.name, model.backend.monitor)
-            metrics.watch_queue(spec.name, model.backend.batcher.queue_depth_now)
+            metrics.watch_queue(spec.name, model.backend.batcher)
             if model.facts.device.startswith("cuda"):
                 metrics.watch_gpu(model.facts.device)
             registry.add(served)

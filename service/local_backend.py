@@ -39,10 +39,6 @@ class LocalBackend:
         self.lane = lane
         self.monitor = monitor
 
-    @property
-    def queue_depth(self) -> int:
-        return self.batcher.queue_depth
-
     def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
         return self.batcher.incoming(arrival)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -60,6 +61,13 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
+class QueueSource(Protocol):
+    """A queue whose depth a gauge reads when scraped: service.batching.Batcher."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+
 class LiveGauges(Collector):
     """Gauges read from this process's objects when scraped: readiness and queue depths.
 
@@ -68,7 +76,7 @@ class LiveGauges(Collector):
 
     def __init__(self) -> None:
         self.is_ready: Callable[[], bool] | None = None
-        self.queues: dict[str, Callable[[], int]] = {}
+        self.queues: dict[str, QueueSource] = {}
 
     def collect(self) -> Iterable[Metric]:
         if self.is_ready is not None:
@@ -79,8 +87,8 @@ class LiveGauges(Collector):
             depth = GaugeMetricFamily(
                 "cnn_queue_depth", "images waiting for a batch", labels=["model"]
             )
-            for name, read in self.queues.items():
-                depth.add_metric([name], float(read()))
+            for name, queue in self.queues.items():
+                depth.add_metric([name], float(queue.queue_depth))
             yield depth
 
 
@@ -207,9 +215,9 @@ class Metrics:
     def watch_activations(self, name: str, monitor: ActivationReader) -> None:
         self._activations.watch(name, monitor)
 
-    def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
+    def watch_queue(self, name: str, queue: QueueSource) -> None:
         """A model whose queue is in this process (its engine's)."""
-        self._gauges.queues[name] = depth
+        self._gauges.queues[name] = queue
 
     def watch_gpu(self, device: str) -> None:
         """GPU memory and utilization of a CUDA device a model runs on, read when scraped."""

@@ -215,10 +215,6 @@ class RemoteBackend:
         self._link = link
         self._name = name
 
-    @property
-    def queue_depth(self) -> int:
-        return 0  # the engine's queue: exported by the engine itself
-
     def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
         return self._link.arrivals.incoming(arrival)
 
