@@ -269,11 +269,14 @@ class Batcher:
 
     def _next_batch(self) -> list[WorkItem] | None:
         with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            self._wait_for_company()
+            while True:
+                while not self._queue:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                self._wait_for_company()
+                if self._queue:  # another instance may have taken it all while this one waited
+                    break
             items = [self._queue.popleft()]
             total = items[0].size
             while self._queue and total + self._queue[0].size <= self.max_batch_size:
@@ -285,13 +288,13 @@ class Batcher:
 
     def _wait_for_company(self) -> None:
         """Hold the batch open while requests are on their way, up to the delay (lock held)."""
-        oldest = self._queue[0].enqueued_at
         while (
-            self._queued_images < self.max_batch_size
+            self._queue
+            and self._queued_images < self.max_batch_size
             and self._arrivals.pending > 0
             and not self._stopping
         ):
-            remaining = oldest + self.max_delay_s - time.monotonic()
+            remaining = self._queue[0].enqueued_at + self.max_delay_s - time.monotonic()
             if remaining <= 0:
                 return
             self._cond.wait(remaining)

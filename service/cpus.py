@@ -50,3 +50,19 @@ def default_workers(cpus: int) -> int:
     processes; the HTTP workers are for the cores a single event loop cannot use.
     """
     return 1 if cpus <= SINGLE_PROCESS_CPUS else min(cpus, MAX_DEFAULT_WORKERS)
+
+
+# CPU instances by default (bench/RESULTS.md, 2 cores, 64 digits per request: +25% req/s
+# with two instances; one digit per request and resnet18 unchanged).
+CPU_INSTANCES = 2
+
+
+def default_instances(device_type: str, cpus: int) -> int:
+    """Two model instances on a CPU engine with two CPUs or more, else one.
+
+    Between two forward passes an instance's thread gathers the next batch and hands
+    out the last one's results: Python work during which its torch threads idle. A
+    second instance runs its forward pass meanwhile. On a GPU the device, not the
+    host, sets the pace: one instance.
+    """
+    return CPU_INSTANCES if device_type == "cpu" and cpus >= CPU_INSTANCES else 1

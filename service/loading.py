@@ -18,6 +18,7 @@ from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
 from service.batch_sizes import warm_up_sizes
 from service.batching import Batcher
+from service.cpus import available_cpus, default_instances
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine
 from service.explain_lane import ExplainLane
@@ -36,7 +37,8 @@ def _engines(
     """The device plan and one warmed-up engine per instance."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
     plan = plan_for(settings.device, settings.precision, multiply_adds=work)
-    engines = [Engine(loaded, plan, layers) for _ in range(settings.instances)]
+    count = settings.instances or default_instances(plan.device.type, available_cpus())
+    engines = [Engine(loaded, plan, layers) for _ in range(count)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     for engine in engines:
@@ -84,7 +86,7 @@ def load_served_model(
             "path": str(loaded.path),
             "device": str(plan.device),
             "dtype": plan.dtype_name,
-            "instances": settings.instances,
+            "instances": len(engines),
             "warm_up_batches": warm_up_sizes(settings.max_batch_size),
             "seconds": round(time.monotonic() - started, 3),
         },

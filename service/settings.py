@@ -82,7 +82,13 @@ class Settings(BaseSettings):
         1024, ge=1, description="images waiting for a batch, at most; beyond it: 503 overloaded"
     )
     request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival to answer: 504")
-    instances: int = Field(1, ge=1, le=64, description="model instances (worker threads) per model")
+    instances: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="model instances (worker threads) per model; unset: 2 on a CPU engine "
+        "with two CPUs or more, else 1",
+    )
     workers: int | None = Field(
         None,
         ge=1,

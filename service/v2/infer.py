@@ -1,4 +1,9 @@
-"""One /v2 inference: parse and decode off the event loop, join the batcher, encode the answer."""
+"""One /v2 inference: parse and decode, join the batcher, encode the answer.
+
+Parsing and encoding run off the event loop, except for small requests: a
+one-digit request parses in tens of microseconds, less than the hop to a pool
+thread and back costs (the same trade as service.pipeline's tiny images).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ from service.v2.model import (
     model_outputs,
     response_tensors,
 )
+
+# Up to this many body bytes, and no feature maps asked for, the work is done in place.
+INLINE_BODY_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,13 @@ async def infer(request: Request, call: ModelCall) -> Answer:
     with served.backend.incoming(getattr(request.state, "arrival", None)) as arrival:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
-        decoded = await loop.run_in_executor(
-            executor, _decode, body, header_length, served, layers, limit
-        )
+        small = len(body) <= INLINE_BODY_BYTES
+        if small:
+            decoded = _decode(body, header_length, served, layers, limit)
+        else:
+            decoded = await loop.run_in_executor(
+                executor, _decode, body, header_length, served, layers, limit
+            )
         pixels, seconds = decoded.model_input.pixels, decoded.seconds
         if decoded.model_input.images is not None:
             prepared = await call.state.pipeline.prepare(
@@ -106,4 +118,6 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         result = await submit_pixels(call, pixels, capture=capture, arrival=arrival)
     labels = served.card.labels
     limit = call.settings.max_response_bytes
+    if small and not capture:
+        return _encode(result, decoded, served, labels, limit)
     return await loop.run_in_executor(executor, _encode, result, decoded, served, labels, limit)

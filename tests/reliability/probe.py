@@ -91,4 +91,5 @@ def probe_checkpoint(tmp_path: Path) -> Iterator[Path]:
 
 
 def probe_settings(card: Path, **overrides: Any) -> dict[str, Any]:
-    return {"models": [f"probe={card}"], "max_batch_delay_ms": 0, **overrides}
+    # One instance: a request held at the gate holds the only worker thread.
+    return {"models": [f"probe={card}"], "max_batch_delay_ms": 0, "instances": 1, **overrides}

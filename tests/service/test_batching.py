@@ -105,6 +105,30 @@ async def test_worker_waits_for_incoming_requests_within_the_delay() -> None:
     assert batcher.stop(5)
 
 
+async def test_instances_waiting_for_company_together_share_the_queue() -> None:
+    runners = [RecordingRunner(), RecordingRunner()]
+    batcher = Batcher(
+        "test",
+        runners,
+        max_batch_size=4,
+        max_delay_s=5.0,
+        max_queue_images=64,  # type: ignore[arg-type]
+    )
+    batcher.start()
+    for round_ in range(20):  # both instances wait for company; one takes the batch
+        with batcher.incoming() as arrival:
+            first = asyncio.create_task(batcher.submit(pixels(round_), deadline=later()))
+            await asyncio.sleep(0.01)
+            second = asyncio.create_task(
+                batcher.submit(pixels(round_ + 100), deadline=later(), arrival=arrival)
+            )
+            results = await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+        assert [r.probabilities[0, 0] for r in results] == [round_, round_ + 100]
+    ran = sorted(value for runner in runners for batch in runner.batches for value in batch)
+    assert ran == sorted([*range(20), *range(100, 120)])  # each image computed once
+    assert batcher.stop(5)  # every instance's thread still alive to stop
+
+
 async def test_delay_cut_when_company_never_comes() -> None:
     runner = RecordingRunner()
     batcher = make(runner, max_delay_s=0.05)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from service.cpus import SINGLE_PROCESS_CPUS, available_cpus, default_workers
+from service.cpus import (
+    SINGLE_PROCESS_CPUS,
+    available_cpus,
+    default_instances,
+    default_workers,
+)
 
 
 def _v2(root: Path, text: str) -> Path:
@@ -52,3 +57,13 @@ def test_one_process_up_to_two_cpus_then_a_worker_per_cpu() -> None:
     assert default_workers(3) == 3
     assert default_workers(16) == 16
     assert default_workers(64) == 16  # capped: beyond it the engine, not HTTP, is the limit
+
+
+@pytest.mark.parametrize(
+    ("device_type", "cpus", "expected"),
+    [("cpu", 1, 1), ("cpu", 2, 2), ("cpu", 16, 2), ("cuda", 1, 1), ("cuda", 16, 1)],
+)
+def test_two_instances_on_a_cpu_engine_with_two_cpus(
+    device_type: str, cpus: int, expected: int
+) -> None:
+    assert default_instances(device_type, cpus) == expected
