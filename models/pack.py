@@ -140,11 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     def write_version(tmp: Path, version: int) -> None:
-        write(tmp, str(version))
+        load(write(tmp, str(version)))  # proven to serve before a poller can see it
 
     folder = publish_version(args.repository, name, write_version)
     card_path = folder / f"{name}{CARD_SUFFIX}"
-    load(card_path)
     print(f"wrote {card_path} (version {folder.name})")
     return 0
 

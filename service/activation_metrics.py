@@ -48,6 +48,9 @@ class ActivationCollector(Collector):
         if monitor is not None and monitor.sample_rate > 0:
             self._monitors[model] = monitor
 
+    def unwatch(self, model: str) -> None:
+        self._monitors.pop(model, None)
+
     def collect(self) -> Iterable[Metric]:
         layer = [GaugeMetricFamily(n, d, labels=["model", "layer"]) for n, d in LAYER_FAMILIES]
         drift = GaugeMetricFamily(

@@ -12,7 +12,7 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import classify, explain, feature_maps, health, model_info, ui, v2
+from service.api import classify, explain, feature_maps, health, model_info, repository, ui, v2
 from service.api.docs import docs_router
 from service.api.fast_lane import FastLane
 from service.api.metrics import add_metrics_route
@@ -21,6 +21,7 @@ from service.heap import freeze_startup_heap
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, start_exporter
 from service.middleware import ArrivalTracking, BodyReadTimeout, BodySizeLimit, HeaderSizeLimit
+from service.model_repository import RepositoryControl
 from service.observability import RequestObservability
 from service.openapi import install_openapi
 from service.pipeline import ImagePipeline
@@ -41,6 +42,10 @@ class ModelSource(Protocol):
 
     async def close(self, grace_s: float) -> None: ...
 
+    def repository_control(self) -> RepositoryControl | None:
+        """The model repository's management, when the models come from one."""
+        ...
+
 
 def _model_source(settings: Settings, arrivals: Arrivals, engine: Path | None) -> ModelSource:
     # Imported here: an HTTP worker must never import torch, which the local source needs.
@@ -55,6 +60,7 @@ def _model_source(settings: Settings, arrivals: Arrivals, engine: Path | None) -
 
 async def _open_models(state: AppState, source: ModelSource, metrics: Metrics) -> None:
     await source.open(state.registry, metrics)
+    state.repository = source.repository_control()
     if state.settings.default_model:
         state.registry.default_name = state.settings.default_model
     state.registry.ready = True
@@ -154,7 +160,7 @@ def create_app(
     install_problem_handlers(app)
     install_openapi(app, key_required=settings.api_key is not None)
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
-    for router in (health, model_info, classify, feature_maps, explain, v2):
+    for router in (health, model_info, classify, feature_maps, explain, v2, repository):
         app.include_router(router.router)
     if settings.ui:
         app.include_router(ui.router)

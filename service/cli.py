@@ -30,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="serve this checkpoint under NAME; repeatable (CNN_MODELS; default: mnist-cnn)",
     )
+    parser.add_argument(
+        "--model-repository",
+        metavar="DIR",
+        help="serve the models of this repository, DIR/<name>/<version>/ (CNN_MODEL_REPOSITORY)",
+    )
+    parser.add_argument(
+        "--model-control",
+        choices=("none", "explicit", "poll"),
+        help="who changes the served versions (CNN_MODEL_CONTROL; default none)",
+    )
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (CNN_DEVICE)")
     parser.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (CNN_PRECISION)")
     parser.add_argument(
@@ -48,6 +58,8 @@ def overrides_from_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "host": args.host,
             "port": args.port,
             "models": args.model,
+            "model_repository": args.model_repository,
+            "model_control": args.model_control,
             "device": args.device,
             "precision": args.precision,
             "workers": args.workers,

@@ -40,7 +40,7 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
             log.exception("engine start-up failed")
         return cannot_start(exc)
     loop = asyncio.get_running_loop()
-    server = EngineServer(source.loaded, settings.default_model, arrivals, metrics.live, loop)
+    server = EngineServer(source, arrivals, metrics.live, loop)
     server.start(socket_path)
     stop = asyncio.Event()
     # With several HTTP workers the metrics port is the engine's: one scrape, every process;
@@ -55,7 +55,7 @@ async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> in
     freeze_startup_heap()
     os.write(ready_fd, b"ready\n")
     os.close(ready_fd)
-    log.info("engine ready", extra={"models": [model.facts.name for model in source.loaded]})
+    log.info("engine ready", extra={"models": sorted({name for name, _ in source.loaded})})
     await stop.wait()
     server.close()
     await source.close(settings.shutdown_grace_s)

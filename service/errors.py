@@ -43,6 +43,18 @@ class Unauthorized(ServiceError):
     status, code, title = 401, "unauthorized", "A valid API key is required"
 
 
+class Forbidden(ServiceError):
+    status, code, title = 403, "forbidden", "This key may not do that"
+
+
+class ModelControlUnavailable(ServiceError):
+    status, code, title = 409, "model_control_unavailable", "Models cannot be loaded or unloaded"
+
+
+class ModelLoadFailed(ServiceError):
+    status, code, title = 400, "model_load_failed", "The model version could not be loaded"
+
+
 class UnknownModel(ServiceError):
     status, code, title = 404, "unknown_model", "No model by that name is served"
 

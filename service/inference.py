@@ -83,5 +83,6 @@ async def classify_images(request: Request, call: ModelCall, top_k: int | None) 
     result = await run_images(request, call)
     return {
         "model": call.served.name,
+        "version": call.served.version,
         "predictions": rank_top_k(result.probabilities, card.labels, top_k),
     }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,6 +17,7 @@ import models
 from models.complexity import multiply_adds
 from models.feature_layer import FeatureLayer
 from models.layers import feature_layers
+from service.allocator import release_freed_memory
 from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
 from service.batch_sizes import warm_up_sizes
@@ -24,6 +28,7 @@ from service.engine import Engine
 from service.explain_lane import ExplainLane
 from service.local_backend import LocalBackend
 from service.metrics import Metrics
+from service.model_repository import RepositoryManager
 from service.monitoring import ActivationMonitor
 from service.registry import BatchingInfo, ModelFacts, ModelRegistry, ServedModel
 from service.settings import ModelSpec, Settings, configured_models
@@ -51,8 +56,11 @@ def load_served_model(
     settings: Settings,
     observer: BatchObserver | None = None,
     arrivals: Arrivals | None = None,
+    version: str | None = None,
 ) -> LocalModel:
-    """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable."""
+    """Load, check, place and warm up one model; raises ModelLoadError or DeviceUnavailable.
+
+    `version`: the repository's name for it; else the card's version."""
     started = time.monotonic()
     loaded = models.load(spec.path)
     layers = feature_layers(loaded.module, loaded.card.input.shape)
@@ -91,12 +99,13 @@ def load_served_model(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    facts = _facts(spec.name, loaded, layers, plan, settings)
+    facts = _facts(spec.name, version or card.version, loaded, layers, plan, settings)
     return LocalModel(facts, LocalBackend(loaded, tuple(layers), batcher, lane, monitor))
 
 
 def _facts(
     name: str,
+    version: str,
     loaded: models.LoadedModel,
     layers: Sequence[FeatureLayer],
     plan: DevicePlan,
@@ -104,6 +113,7 @@ def _facts(
 ) -> ModelFacts:
     return ModelFacts(
         name=name,
+        version=version,
         card=loaded.card,
         layers=tuple(layers),
         device=str(plan.device),
@@ -124,34 +134,140 @@ class LocalModel:
 
 
 class LocalModels:
-    """The model source of a process that holds its models: loads, warms, starts and stops them."""
+    """The model source of a process that holds its models: loads, warms, starts and stops them.
+
+    From CNN_MODELS, once; or from a repository (service.model_repository), whose versions
+    come and go while the service runs. A version taken out of the registry is stopped
+    CNN_REQUEST_TIMEOUT_S later: every request that could still reach it, in this process
+    or an HTTP worker's, has its answer or its 504 by then.
+    """
 
     def __init__(self, settings: Settings, arrivals: Arrivals) -> None:
         torch.set_num_threads(settings.torch_threads)
         self._settings = settings
         self._arrivals = arrivals
-        self.loaded: list[LocalModel] = []
+        self._registry = ModelRegistry()
+        self._metrics: Metrics | None = None
+        self.loaded: dict[tuple[str, str], LocalModel] = {}  # the served versions
+        self._retiring: dict[asyncio.Task[None], LocalModel] = {}
+        self.repository: RepositoryManager | None = None
+        self.on_change: Callable[[], None] = lambda: None  # the engine tells its workers
 
     async def open(self, registry: ModelRegistry, metrics: Metrics) -> None:
-        for spec in configured_models(self._settings):
-            observer = metrics.observer(spec.name)
-            model = await asyncio.to_thread(
-                load_served_model, spec, self._settings, observer, self._arrivals
-            )
-            served = ServedModel(model.facts, model.backend)
-            metrics.model_loaded(served)
-            metrics.watch_activations(spec.name, model.backend.monitor)
-            metrics.watch_queue(spec.name, model.backend.batcher)
-            if model.facts.device.startswith("cuda"):
-                metrics.watch_gpu(model.facts.device)
-            registry.add(served)
-            self.loaded.append(model)
-            model.backend.start()
+        self._registry, self._metrics = registry, metrics
+        metrics.watch_models(registry.served, self._states)
+        root = self._settings.model_repository
+        if root is None:
+            for spec in configured_models(self._settings):
+                started = time.monotonic()
+                await self.add_version(spec.name, spec.path, None)
+                metrics.model_load(spec.name, ok=True, seconds=time.monotonic() - started)
+            return
+        self.repository = RepositoryManager(root, self._settings.model_control, self, metrics)
+        await self.repository.open(self._settings.repository_poll_s)
+
+    def repository_control(self) -> RepositoryManager | None:
+        return self.repository
+
+    def _states(self) -> dict[tuple[str, str], str]:
+        if self.repository is not None:
+            return {key: state.value for key, state in self.repository.states().items()}
+        return {key: "READY" for key in self.loaded}
+
+    def find(self, name: str, version: str | None) -> LocalModel | None:
+        """A served version (the newest without `version`), or one still finishing its work."""
+        if version is None:
+            served = self._registry.models.get(name)
+            return None if served is None else self.loaded.get((name, served.version))
+        found = self.loaded.get((name, version))
+        if found is None:
+            for model in self._retiring.values():
+                if (model.facts.name, model.facts.version) == (name, version):
+                    return model
+        return found
+
+    def catalog(self) -> dict[str, Any]:
+        """What the HTTP workers' registries hold: every served version, and the default."""
+        return {
+            "models": [
+                self.loaded[(s.name, s.version)].facts.to_wire() for s in self._registry.served()
+            ],
+            "default": self._settings.default_model or self._registry.default_name,
+        }
+
+    # ---- service.model_repository.ModelHost ------------------------------
+
+    def served_versions(self, name: str) -> set[str]:
+        return set(self._registry.versions.get(name, {}))
+
+    async def add_version(self, name: str, card: Path, version: str | None) -> None:
+        metrics = self._metrics
+        assert metrics is not None  # opened
+        model = await asyncio.to_thread(
+            load_served_model,
+            ModelSpec(name=name, path=card),
+            self._settings,
+            metrics.observer(name),
+            self._arrivals,
+            version,
+        )
+        served = ServedModel(model.facts, model.backend)
+        model.backend.start()
+        metrics.model_loaded(served)
+        if model.facts.device.startswith("cuda"):
+            metrics.watch_gpu(model.facts.device)
+        self.loaded[(name, served.version)] = model
+        self._registry.add(served)  # from here on, requests without a version may get it
+        self._watch(name)
+        self.on_change()
+
+    def retire_version(self, name: str, version: str) -> asyncio.Future[None]:
+        self._registry.remove(name, version)
+        model = self.loaded.pop((name, version))
+        self._watch(name)
+        self.on_change()
+        task = asyncio.create_task(self._stop_later(model, self._settings.request_timeout_s))
+        self._retiring[task] = model
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        return task
+
+    def _watch(self, name: str) -> None:
+        """The model's live gauges follow its newest served version."""
+        metrics = self._metrics
+        assert metrics is not None
+        newest = self._registry.models.get(name)
+        if newest is None:
+            metrics.unwatch(name)
+            return
+        backend = self.loaded[(name, newest.version)].backend
+        metrics.watch_activations(name, backend.monitor)
+        metrics.watch_queue(name, backend.batcher)
+
+    async def _stop_later(self, model: LocalModel, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._stop(model, self._settings.shutdown_grace_s)
+        del model
+        # The weights and the warmed buffers go back to the system, not to the heap.
+        await asyncio.to_thread(_return_memory)
 
     async def close(self, grace_s: float) -> None:
-        for model in self.loaded:
-            if not await model.backend.stop(grace_s):
-                log.warning(
-                    "batcher did not drain within the grace period",
-                    extra={"model": model.facts.name},
-                )
+        if self.repository is not None:
+            await self.repository.close()
+        for task in list(self._retiring):
+            task.cancel()
+        retiring = list(self._retiring.values())
+        for model in [*self.loaded.values(), *retiring]:
+            await self._stop(model, grace_s)
+
+    @staticmethod
+    async def _stop(model: LocalModel, grace_s: float) -> None:
+        if not await model.backend.stop(grace_s):
+            log.warning(
+                "batcher did not drain within the grace period",
+                extra={"model": model.facts.name, "version": model.facts.version},
+            )
+
+
+def _return_memory() -> None:
+    gc.collect()
+    release_freed_memory()

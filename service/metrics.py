@@ -14,7 +14,9 @@ forward pass (tens of microseconds to milliseconds) to a ResNet-50 batch on a CP
 - queue wait: 50 us .. 10 s (an idle queue to a saturated one);
 - inference, per batch: 250 us .. 10 s (a small CNN on a GPU to a big one on a CPU);
 - request: 0.5 ms .. 30 s (the default request timeout);
-- batch size: 1, 2, 4, ... and the max batch size itself, one bucket per warmed-up size.
+- batch size: 1, 2, 4, ... and the max batch size itself, one bucket per warmed-up size;
+- loading a model version, warm-up included: 0.1 s .. 10 min (a small CNN to a large one
+  warmed at many batch sizes on a CPU).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ QUEUE_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 INFERENCE_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -69,20 +72,45 @@ class QueueSource(Protocol):
 
 
 class LiveGauges(Collector):
-    """Gauges read from this process's objects when scraped: readiness and queue depths.
+    """Gauges read from this process's objects when scraped: readiness, queue depths, and
+    the model versions served (in the process that holds the models).
 
-    Read, not pushed: values pushed from two threads could land out of order.
+    Read, not pushed: values pushed from two threads could land out of order, and a
+    version unloaded leaves no stale series behind.
     """
 
     def __init__(self) -> None:
         self.is_ready: Callable[[], bool] | None = None
         self.queues: dict[str, QueueSource] = {}
+        self.served: Callable[[], Iterable[ServedModel]] | None = None
+        self.version_states: Callable[[], dict[tuple[str, str], str]] | None = None
 
     def collect(self) -> Iterable[Metric]:
         if self.is_ready is not None:
             ready = GaugeMetricFamily("cnn_ready", "1 while serving, 0 while starting or draining")
             ready.add_metric([], float(self.is_ready()))
             yield ready
+        if self.served is not None:
+            info = GaugeMetricFamily(
+                "cnn_model_info",
+                "served model versions; always 1",
+                labels=["model", "version", "architecture", "device", "dtype"],
+            )
+            for served in self.served():
+                facts = served.facts
+                labels = [served.name, served.version, facts.card.architecture.name]
+                info.add_metric([*labels, facts.device, facts.dtype_name], 1.0)
+            yield info
+        if self.version_states is not None:
+            ready_versions = GaugeMetricFamily(
+                "cnn_model_version_ready",
+                "1 for a model version that serves; 0 while it loads or unloads, or when it failed "
+                "to load (state UNAVAILABLE)",
+                labels=["model", "version", "state"],
+            )
+            for (name, version), state in sorted(self.version_states().items()):
+                ready_versions.add_metric([name, version, state], float(state == "READY"))
+            yield ready_versions
         if self.queues:
             depth = GaugeMetricFamily(
                 "cnn_queue_depth", "images waiting for a batch", labels=["model"]
@@ -184,12 +212,21 @@ class Metrics:
             ["model", "kind"],
             registry=registry,
         )
-        self.model_info = Gauge(
-            "cnn_model_info",
-            "served models; always 1",
-            ["model", "version", "architecture", "device", "dtype"],
+        self.model_loads = Counter(
+            "cnn_model_loads_total",
+            "model versions loaded (outcome: loaded or failed)",
+            ["model", "outcome"],
             registry=registry,
-            multiprocess_mode="max",
+        )
+        self.model_unloads = Counter(
+            "cnn_model_unloads_total", "model versions taken out of service", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.model_load_seconds = histogram(
+            "cnn_model_load_duration_seconds",
+            "loading one model version, its warm-up included",
+            ["model"],
+            LOAD_BUCKETS,
         )
 
     # ---- models ----------------------------------------------------------
@@ -198,12 +235,30 @@ class Metrics:
         """The BatchObserver handed to the model's Batcher."""
         return ModelObserver(self, model)
 
+    def watch_models(
+        self,
+        served: Callable[[], Iterable[ServedModel]],
+        states: Callable[[], dict[tuple[str, str], str]],
+    ) -> None:
+        """The process holding the models: cnn_model_info and each version's readiness."""
+        self._gauges.served = served
+        self._gauges.version_states = states
+
+    def model_load(self, name: str, *, ok: bool, seconds: float) -> None:
+        self.model_loads.labels(name, "loaded" if ok else "failed").inc()
+        self.model_load_seconds.labels(name).observe(seconds)
+
+    def model_unload(self, name: str) -> None:
+        self.model_unloads.labels(name).inc()
+
+    def unwatch(self, name: str) -> None:
+        """The model has no version left here: its live gauges go."""
+        self._activations.unwatch(name)
+        self._gauges.queues.pop(name, None)
+
     def model_loaded(self, served: ServedModel) -> None:
-        name, card, facts = served.name, served.card, served.facts
+        name, facts = served.name, served.facts
         self._served.add(name)
-        self.model_info.labels(
-            name, card.version, card.architecture.name, facts.device, facts.dtype_name
-        ).set(1)
         self.images.labels(name)
         for kind in BATCH_ERROR_KINDS:
             self.batch_errors.labels(name, kind)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 
+from models.repository import scan
 from service.settings import Settings, configured_models
 
 
@@ -22,7 +23,10 @@ class SettingError(Exception):
 
 
 def preflight(settings: Settings) -> None:
-    names = [spec.name for spec in configured_models(settings)]
+    if settings.model_repository is not None:
+        names = sorted(scan(settings.model_repository))
+    else:
+        names = [spec.name for spec in configured_models(settings)]
     if settings.default_model is not None and settings.default_model not in names:
         raise SettingError(
             "CNN_DEFAULT_MODEL", f"{settings.default_model!r} is not a served model {names}"

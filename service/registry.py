@@ -28,6 +28,7 @@ class ModelFacts:
     """What a loaded model is, in plain data: made where it loads, sent to HTTP workers."""
 
     name: str
+    version: str  # the repository's version folder, else the card's version
     card: ModelCard
     layers: tuple[FeatureLayer, ...]  # feature-map layers in forward order, found at load
     device: str
@@ -38,6 +39,7 @@ class ModelFacts:
     def to_wire(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "version": self.version,
             "card": self.card.model_dump(mode="json"),
             "layers": [layer.to_wire() for layer in self.layers],
             "device": self.device,
@@ -50,6 +52,7 @@ class ModelFacts:
     def from_wire(cls, data: dict[str, Any]) -> ModelFacts:
         return cls(
             name=data["name"],
+            version=data["version"],
             card=ModelCard.model_validate(data["card"]),
             layers=tuple(FeatureLayer.from_wire(layer) for layer in data["layers"]),
             device=data["device"],
@@ -73,6 +76,10 @@ class ServedModel:
         return self.facts.name
 
     @property
+    def version(self) -> str:
+        return self.facts.version
+
+    @property
     def card(self) -> ModelCard:
         return self.facts.card
 
@@ -84,7 +91,7 @@ class ServedModel:
         facts, card = self.facts, self.facts.card
         return {
             "name": facts.name,
-            "version": card.version,
+            "version": facts.version,
             "architecture": card.architecture.name,
             "labels": list(card.labels),
             "input": card.input.model_dump(mode="json"),
@@ -101,29 +108,70 @@ class ServedModel:
         }
 
 
+def version_order(version: str) -> tuple[int, int | str]:
+    """Numbers in numeric order ("10" after "2"), before any other version text."""
+    return (0, int(version)) if version.isdecimal() else (1, version)
+
+
 @dataclass
 class ModelRegistry:
-    models: dict[str, ServedModel] = field(default_factory=dict)
+    """The served models and their versions. Requests that name no version get the newest.
+
+    Changed only on the event loop, one assignment at a time: a request sees a version
+    either served or not, and a new version replaces the old for every request after it.
+    """
+
+    versions: dict[str, dict[str, ServedModel]] = field(default_factory=dict)
     default_name: str | None = None
     ready: bool = False
     draining: bool = False
+    _newest: dict[str, ServedModel] = field(default_factory=dict)
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        """Each served model's newest version, by name."""
+        return self._newest
 
     def add(self, served: ServedModel) -> None:
-        self.models[served.name] = served
+        self.versions.setdefault(served.name, {})[served.version] = served
+        self._update(served.name)
         if self.default_name is None:
             self.default_name = served.name
 
+    def remove(self, name: str, version: str) -> ServedModel | None:
+        served = self.versions.get(name, {}).pop(version, None)
+        self._update(name)
+        return served
+
+    def _update(self, name: str) -> None:
+        versions = self.versions.get(name)
+        if not versions:
+            self.versions.pop(name, None)
+            self._newest.pop(name, None)
+            return
+        self._newest = {**self._newest, name: versions[max(versions, key=version_order)]}
+
+    def served(self) -> list[ServedModel]:
+        """Every served version, by name, then version."""
+        return [
+            versions[v]
+            for _, versions in sorted(self.versions.items())
+            for v in sorted(versions, key=version_order)
+        ]
+
     def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
-        """The served model by name (default: the default model), at `version` if given."""
+        """The served model by name (default: the default model): `version`, else the newest."""
         key = name if name is not None else self.default_name
-        if key is None or key not in self.models:
-            known = ", ".join(sorted(self.models)) or "none"
+        if key is None or key not in self._newest:
+            known = ", ".join(sorted(self._newest)) or "none"
             raise UnknownModel(f"no model named {key!r} is served; served models: {known}")
-        served = self.models[key]
-        if version is not None and version != served.card.version:
+        if version is None:
+            return self._newest[key]
+        served = self.versions[key].get(version)
+        if served is None:
+            known = ", ".join(sorted(self.versions[key], key=version_order))
             raise UnknownModel(
-                f"model {key!r} has no version {version!r}; "
-                f"the served version is {served.card.version!r}"
+                f"model {key!r} has no version {version!r} served; served versions: {known}"
             )
         return served
 

@@ -15,12 +15,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 from service.problems import service_error_response
 from service.settings import Settings
 
 # The inference and model APIs; health, readiness, metrics, the docs and the page stay open.
 PROTECTED_PREFIXES = ("/v1", "/v2")
+# Model management: the admin key only, never the inference key (see AdminKeyAuth).
+ADMIN_PREFIXES = ("/v2/repository",)
 
 # Headers sent on every response: no MIME sniffing, no framing, no referrer leaks.
 COMMON_HEADERS = {
@@ -47,6 +49,16 @@ def _is_protected(path: str, prefixes: Iterable[str]) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
+def _needs_key(scope: Scope, prefixes: Iterable[str], exempt: Iterable[str] = ()) -> bool:
+    """An HTTP request under the prefixes (CORS preflights carry no credentials by design)."""
+    return (
+        scope["type"] == "http"
+        and scope["method"] != "OPTIONS"
+        and _is_protected(scope["path"], prefixes)
+        and not _is_protected(scope["path"], exempt)
+    )
+
+
 def _bearer_token(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -66,32 +78,79 @@ class ApiKeyAuth:
     """
 
     def __init__(
-        self, app: ASGIApp, *, key: str, prefixes: Iterable[str] = PROTECTED_PREFIXES
+        self,
+        app: ASGIApp,
+        *,
+        key: str,
+        prefixes: Iterable[str] = PROTECTED_PREFIXES,
+        exempt: Iterable[str] = ADMIN_PREFIXES,
     ) -> None:
         self.app = app
         self._key = key.encode("utf-8")
         self._prefixes = tuple(prefixes)
+        self._exempt = tuple(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] == "OPTIONS"
-            or not _is_protected(scope["path"], self._prefixes)
-        ):
+        if not _needs_key(scope, self._prefixes, self._exempt):
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
         if token is not None and hmac.compare_digest(token, self._key):
             await self.app(scope, receive, send)
             return
-        challenge = 'Bearer realm="cnn-serve"'
-        if token is None:
-            error = Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        else:
-            error = Unauthorized("the API key is not valid")
-            challenge += ', error="invalid_token"'
-        error.headers["WWW-Authenticate"] = challenge
-        await service_error_response(error, scope)(scope, receive, send)
+        await _refuse(token, "API key", scope, receive, send)
+
+
+async def _refuse(
+    token: bytes | None, what: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    challenge = 'Bearer realm="cnn-serve"'
+    if token is None:
+        error = Unauthorized(f"send the {what} as 'Authorization: Bearer <key>'")
+    else:
+        error = Unauthorized(f"the {what} is not valid")
+        challenge += ', error="invalid_token"'
+    error.headers["WWW-Authenticate"] = challenge
+    await service_error_response(error, scope)(scope, receive, send)
+
+
+class AdminKeyAuth:
+    """Model management takes the admin key alone; without one set, it is off.
+
+    The inference key gets 403: it is valid, and not for this. An admin key that
+    equals the inference key is refused at start-up (service.settings).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admin_key: str | None,
+        api_key: str | None,
+        prefixes: Iterable[str] = ADMIN_PREFIXES,
+    ) -> None:
+        self.app = app
+        self._admin = None if admin_key is None else admin_key.encode("utf-8")
+        self._api = None if api_key is None else api_key.encode("utf-8")
+        self._prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _needs_key(scope, self._prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self._admin is None:
+            off = Forbidden("model management is off: set CNN_ADMIN_API_KEY to turn it on")
+            await service_error_response(off, scope)(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token is not None and hmac.compare_digest(token, self._admin):
+            await self.app(scope, receive, send)
+            return
+        if token is not None and self._api is not None and hmac.compare_digest(token, self._api):
+            refused = Forbidden("the inference key cannot manage models; use the admin key")
+            await service_error_response(refused, scope)(scope, receive, send)
+            return
+        await _refuse(token, "admin key", scope, receive, send)
 
 
 class SecurityHeaders:
@@ -122,8 +181,13 @@ class SecurityHeaders:
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add the middleware; call after every other middleware so these run first."""
-    if settings.api_key is not None:
-        app.add_middleware(ApiKeyAuth, key=settings.api_key.get_secret_value())
+    api_key = None if settings.api_key is None else settings.api_key.get_secret_value()
+    admin_key = (
+        None if settings.admin_api_key is None else settings.admin_api_key.get_secret_value()
+    )
+    app.add_middleware(AdminKeyAuth, admin_key=admin_key, api_key=api_key)
+    if api_key is not None:
+        app.add_middleware(ApiKeyAuth, key=api_key)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

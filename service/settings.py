@@ -115,6 +115,24 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, description="require 'Authorization: Bearer <key>'")
     api_key_file: Path | None = Field(None, description="read the API key from this file")
+    model_repository: Path | None = Field(
+        None,
+        description="serve the models of this repository folder, DIR/<name>/<version>/ "
+        "(instead of CNN_MODELS)",
+    )
+    model_control: Literal["none", "explicit", "poll"] = Field(
+        "none",
+        description="with a repository: none (what it holds at start-up), explicit (load and "
+        "unload through the admin API) or poll (read again every CNN_REPOSITORY_POLL_S)",
+    )
+    repository_poll_s: float = Field(
+        5.0, gt=0, le=3600, description="with CNN_MODEL_CONTROL=poll, seconds between scans"
+    )
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description="the key of the model management API (/v2/repository); unset: that API is off",
+    )
+    admin_api_key_file: Path | None = Field(None, description="read the admin key from this file")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
     metrics_port: int | None = Field(
@@ -212,7 +230,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not among the served models {names}")
         return value
 
-    @field_validator("api_key")
+    @field_validator("api_key", "admin_api_key")
     @classmethod
     def _key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
@@ -220,11 +238,18 @@ class Settings(BaseSettings):
             raise ValueError("is empty: unset it for no authentication, or give a key")
         return value
 
-    @field_validator("api_key_file")
+    @field_validator("api_key_file", "admin_api_key_file")
     @classmethod
     def _key_file_readable(cls, value: Path | None) -> Path | None:
         if value is not None:
             _read_key(value)
+        return value
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repository_is_a_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not an existing directory")
         return value
 
     @field_validator("temp_dir")
@@ -247,6 +272,23 @@ class Settings(BaseSettings):
     def _key_from_file(self) -> Settings:
         if self.api_key_file is not None and self.api_key is None:
             self.api_key = SecretStr(_read_key(self.api_key_file))
+        if self.admin_api_key_file is not None and self.admin_api_key is None:
+            self.admin_api_key = SecretStr(_read_key(self.admin_api_key_file))
+        if (
+            self.admin_api_key is not None
+            and self.api_key is not None
+            and self.admin_api_key.get_secret_value() == self.api_key.get_secret_value()
+        ):
+            # One key for both would let every client load and unload models.
+            raise ValueError("CNN_ADMIN_API_KEY must differ from CNN_API_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _one_source_of_models(self) -> Settings:
+        if self.model_repository is not None and self.models:
+            raise ValueError("set CNN_MODEL_REPOSITORY or CNN_MODELS, not both")
+        if self.model_repository is None and self.model_control != "none":
+            raise ValueError("CNN_MODEL_CONTROL needs a CNN_MODEL_REPOSITORY")
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from service.model_repository import RepositoryControl
 from service.pipeline import ImagePipeline
 from service.registry import ModelRegistry, ServedModel
 from service.settings import Settings
@@ -19,6 +20,7 @@ class AppState:
     executor: ThreadPoolExecutor
     pipeline: ImagePipeline
     spool: SpoolBudget  # multipart file bytes held across requests
+    repository: RepositoryControl | None = None  # set once the models are open
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,5 +27,12 @@ router = APIRouter(prefix="/v1", tags=["classification"])
     responses=IMAGE_PROBLEM_RESPONSES,
     openapi_extra=IMAGE_REQUEST_BODY,
 )
+@router.post(
+    "/models/{name}/versions/{version}/classify",
+    summary="Classify images with one version of a named model",
+    response_model=ClassifyResponse,
+    responses=IMAGE_PROBLEM_RESPONSES,
+    openapi_extra=IMAGE_REQUEST_BODY,
+)
 async def classify(request: Request, call: ModelCallDep, top_k: TopKQuery = None) -> Response:
     return json_response(await classify_images(request, call, top_k))

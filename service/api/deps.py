@@ -45,8 +45,10 @@ def model_call_for(request: Request, name: str | None, version: str | None = Non
     return ModelCall(state, served, trace.arrived + state.settings.request_timeout_s, trace)
 
 
-async def model_call(request: Request, name: str | None = None) -> ModelCall:
-    return model_call_for(request, name)
+async def model_call(
+    request: Request, name: str | None = None, version: str | None = None
+) -> ModelCall:
+    return model_call_for(request, name, version)
 
 
 async def versioned_model_call(

@@ -50,6 +50,7 @@ def _lane(path: str) -> re.Pattern[str]:
 LANES: tuple[tuple[re.Pattern[str], Handler, bool], ...] = (
     (_lane("/v1/classify"), _classify, True),
     (_lane("/v1/models/{name}/classify"), _classify, True),
+    (_lane("/v1/models/{name}/versions/{version}/classify"), _classify, True),
     (_lane("/v2/models/{name}/infer"), _infer, False),
     (_lane("/v2/models/{name}/versions/{version}/infer"), _infer, False),
 )

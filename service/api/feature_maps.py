@@ -116,6 +116,12 @@ async def _one_image_maps(
     responses=_LAYER_PROBLEMS,
     openapi_extra=IMAGE_REQUEST_BODY,
 )
+@router.post(
+    "/models/{name}/versions/{version}/feature-maps",
+    summary="Feature maps and prediction from one version of the model",
+    responses=_LAYER_PROBLEMS,
+    openapi_extra=IMAGE_REQUEST_BODY,
+)
 async def feature_maps(
     request: Request,
     call: ModelCallDep,
@@ -150,7 +156,12 @@ async def _json_response(
     values: bool,
     limit: int,
 ) -> Response:
-    head = {"model": served.name, "dtype": served.facts.dtype_name, "prediction": prediction}
+    head = {
+        "model": served.name,
+        "version": served.version,
+        "dtype": served.facts.dtype_name,
+        "prediction": prediction,
+    }
     entries = await run_in_threadpool(json_layer_chunks, layers, maps, values=values, limit=limit)
     # Values can run to megabytes: the encoded layers are sent as they are, never joined.
     return sized_response(json_body_chunks(head, entries), "application/json")

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 @router.get("/models", response_model=ModelList, summary="Every served model's metadata")
 async def list_models(registry: RegistryDep) -> dict[str, Any]:
-    return {"models": [served.metadata() for served in registry.models.values()]}
+    return {"models": [served.metadata() for served in registry.served()]}
 
 
 @router.get(
@@ -22,6 +22,12 @@ async def list_models(registry: RegistryDep) -> dict[str, Any]:
     response_model=ModelMetadata,
     responses=PROBLEM_RESPONSES,
     summary="One model's metadata: card, input spec, device, dtype, batching",
+)
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    responses=PROBLEM_RESPONSES,
+    summary="One version's metadata",
 )
 async def get_model(call: ModelCallDep) -> dict[str, Any]:
     return call.served.metadata()

@@ -31,6 +31,7 @@ class Prediction(ScoredLabel):
 
 class ClassifyResponse(BaseModel):
     model: str
+    version: str = Field(description="the model version that answered")
     predictions: list[Prediction] = Field(description="one per image, in request order")
 
 

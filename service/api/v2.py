@@ -99,7 +99,9 @@ async def model_ready(registry: RegistryDep, name: str, version: str | None = No
 )
 async def model_metadata(call: VersionedModelCallDep) -> dict[str, Any]:
     served, card = call.served, call.served.card
-    return metadata(served.name, card.version, card.input, card.labels, layer_shapes(served.layers))
+    return metadata(
+        served.name, served.version, card.input, card.labels, layer_shapes(served.layers)
+    )
 
 
 @model_route(

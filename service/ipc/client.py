@@ -30,8 +30,9 @@ from service.backend import ExplainOutcome
 from service.errors import EngineUnavailable, RequestTimeout, error_named
 from service.explain_terms import ExplainParams, Explanation
 from service.ipc.arena import Arena
-from service.ipc.wire import arrays_of, frame, read_frame
+from service.ipc.wire import CATALOG_ID, arrays_of, frame, read_frame
 from service.metrics import Metrics
+from service.model_repository import RepositoryControl
 from service.registry import ModelFacts, ModelRegistry, ServedModel
 from service.results import ItemResult
 
@@ -44,6 +45,7 @@ RECONNECT_S = 0.1
 CONNECT_POLL_S = 0.02
 # Past its deadline the engine answers 504 itself; this only ends a wait on an engine that hung.
 DEADLINE_SLACK_S = 2.0
+LOAD_TIMEOUT_S = 600.0
 
 Answer = tuple[dict[str, Any], dict[str, NDArray[Any]]]
 
@@ -63,6 +65,8 @@ class EngineLink:
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._registry: ModelRegistry | None = None
+        self._metrics: Metrics | None = None
+        self._repository: RemoteRepository | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -70,15 +74,30 @@ class EngineLink:
     # ---- ModelSource -----------------------------------------------------
 
     async def open(self, registry: ModelRegistry, metrics: Metrics) -> None:
-        self._registry = registry
+        self._registry, self._metrics = registry, metrics
         hello = await self._connect(wait=True)
-        for data in hello["models"]:
-            served = ServedModel(ModelFacts.from_wire(data), RemoteBackend(self, data["name"]))
-            metrics.model_loaded(served)
-            registry.add(served)
-        if hello["default"]:
-            registry.default_name = hello["default"]
+        self._repository = RemoteRepository(self) if hello["repository"] else None
         metrics.remote_live = self.live_metrics
+
+    def repository_control(self) -> RepositoryControl | None:
+        return self._repository
+
+    def _apply_catalog(self, catalog: dict[str, Any]) -> None:
+        """Make the registry hold what the engine serves: a new version in, a gone one out."""
+        registry, metrics = self._registry, self._metrics
+        assert registry is not None and metrics is not None
+        facts = [ModelFacts.from_wire(data) for data in catalog["models"]]
+        present = {(f.name, f.version) for f in facts}
+        for served in registry.served():
+            if (served.name, served.version) not in present:
+                registry.remove(served.name, served.version)
+        for fact in facts:
+            if fact.version not in registry.versions.get(fact.name, {}):
+                served = ServedModel(fact, RemoteBackend(self, fact.name, fact.version))
+                metrics.model_loaded(served)
+                registry.add(served)
+        if catalog["default"]:
+            registry.default_name = catalog["default"]
 
     async def live_metrics(self) -> bytes:
         """The engine's live gauges (queue depth, activations, GPU) as exposition text."""
@@ -110,6 +129,7 @@ class EngineLink:
         arena = None if self._arena is None else str(self._arena.path)
         writer.writelines(frame({"id": -1, "op": "hello", "arena": arena}))
         hello, _ = await read_frame(reader)
+        self._apply_catalog(hello)
         self._writer = writer
         self._reader_task = asyncio.create_task(self._read(reader))
         return hello
@@ -118,6 +138,9 @@ class EngineLink:
         try:
             while True:
                 header, payload = await read_frame(reader)
+                if header["id"] == CATALOG_ID:
+                    self._apply_catalog(header)
+                    continue
                 future = self._waiting.pop(header["id"], None)
                 if future is not None and not future.done():
                     future.set_result((header, arrays_of(header, payload)))
@@ -208,12 +231,36 @@ def _arena(path: Path) -> Arena | None:
         return None
 
 
-class RemoteBackend:
-    """One model in the engine process (service.backend.ModelBackend)."""
+class RemoteRepository:
+    """The engine's model repository (service.model_repository.RepositoryControl)."""
 
-    def __init__(self, link: EngineLink, name: str) -> None:
+    def __init__(self, link: EngineLink) -> None:
         self._link = link
-        self._name = name
+
+    async def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
+        header = {"op": "repository_index", "ready_only": ready_only}
+        reply, _ = await self._link.call(header, time.monotonic() + 30.0)
+        index: list[dict[str, str]] = reply["index"]
+        return index
+
+    async def load(self, name: str) -> None:
+        await self._link.call({"op": "repository_load", "name": name}, _load_deadline())
+
+    async def unload(self, name: str) -> None:
+        await self._link.call({"op": "repository_unload", "name": name}, _load_deadline())
+
+
+def _load_deadline() -> float:
+    # Loading warms the model at every batch size: a large one on a CPU takes minutes.
+    return time.monotonic() + LOAD_TIMEOUT_S
+
+
+class RemoteBackend:
+    """One model version in the engine process (service.backend.ModelBackend)."""
+
+    def __init__(self, link: EngineLink, name: str, version: str) -> None:
+        self._link = link
+        self._model = {"model": name, "version": version}
 
     def incoming(self, arrival: Arrival | None = None) -> AbstractContextManager[Arrival]:
         return self._link.arrivals.incoming(arrival)
@@ -226,7 +273,7 @@ class RemoteBackend:
         capture: frozenset[str] = frozenset(),
         arrival: Arrival | None = None,
     ) -> ItemResult:
-        header = {"op": "infer", "model": self._name, "capture": sorted(capture)}
+        header = {"op": "infer", **self._model, "capture": sorted(capture)}
         reply, arrays = await self._link.call(header, deadline, pixels, arrival)
         return ItemResult(
             probabilities=arrays["probabilities"],
@@ -241,7 +288,7 @@ class RemoteBackend:
     async def explain(
         self, pixels: NDArray[np.uint8], params: ExplainParams, layer: str | None, deadline: float
     ) -> ExplainOutcome:
-        header = {"op": "explain", "model": self._name, "params": asdict(params), "layer": layer}
+        header = {"op": "explain", **self._model, "params": asdict(params), "layer": layer}
         reply, arrays = await self._link.call(header, deadline, pixels)
         explanation = Explanation(
             reply["method"], reply["target"], arrays["attribution"], arrays["probabilities"]
@@ -249,12 +296,12 @@ class RemoteBackend:
         return ExplainOutcome(explanation, reply["queue_wait_s"], reply["inference_s"])
 
     async def kernels(self, layer: FeatureLayer) -> Kernels:
-        header = {"op": "kernels", "model": self._name, "layer": layer.name}
+        header = {"op": "kernels", **self._model, "layer": layer.name}
         reply, arrays = await self._link.call(header, time.monotonic() + 30.0)
         return Kernels(arrays["weights"], arrays.get("bias"), reply["groups"])
 
     async def activations(self) -> dict[str, Any]:
-        header = {"op": "activations", "model": self._name}
+        header = {"op": "activations", **self._model}
         reply, _ = await self._link.call(header, time.monotonic() + 30.0)
         body: dict[str, Any] = reply["body"]
         return body

@@ -30,11 +30,17 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.arrivals import Arrivals
-from service.errors import InferenceFailed, ServiceError, UnknownLayer, UnknownModel
+from service.errors import (
+    InferenceFailed,
+    ModelControlUnavailable,
+    ServiceError,
+    UnknownLayer,
+    UnknownModel,
+)
 from service.explain_terms import ExplainParams
 from service.ipc.arena import ArenaReader
-from service.ipc.wire import arrays_of, frame, read_frame_from
-from service.loading import LocalModel
+from service.ipc.wire import CATALOG_ID, arrays_of, frame, read_frame_from
+from service.loading import LocalModel, LocalModels
 from service.results import ItemResult
 
 log = logging.getLogger("service.ipc")
@@ -76,18 +82,25 @@ class _Connection:
 class EngineServer:
     def __init__(
         self,
-        models: list[LocalModel],
-        default_name: str | None,
+        models: LocalModels,
         arrivals: WorkerArrivals,
         live: CollectorRegistry,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._models = {model.facts.name: model for model in models}
-        self._default_name = default_name
+        self._models = models
         self._arrivals = arrivals
         self._live = live
         self._loop = loop
         self._listener: socket.socket | None = None
+        self._connections: set[_Connection] = set()
+        # Every change of the served versions reaches every worker, before any answer
+        # that follows it on the same connection.
+        models.on_change = self.broadcast_catalog
+
+    def broadcast_catalog(self) -> None:
+        catalog = {"op": "catalog", **self._models.catalog()}
+        for connection in list(self._connections):
+            connection.send(CATALOG_ID, catalog, {})
 
     def start(self, path: Path) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,7 +137,7 @@ class EngineServer:
                     if header["arena"] is not None:
                         arena = ArenaReader(Path(header["arena"]))
                         self._arrivals.arenas.add(arena)
-                    connection.send(header["id"], self._hello(), {})
+                    self._hello(connection, header["id"])
                 elif header["op"] == "infer":
                     self._infer(connection, header, payload, arena)
                 else:
@@ -132,21 +145,27 @@ class EngineServer:
         except (OSError, ValueError):
             pass  # the worker went away mid-frame
         finally:
+            self._connections.discard(connection)
             if arena is not None:
                 self._arrivals.arenas.discard(arena)
             stream.close()
             sock.close()
 
-    def _hello(self) -> dict[str, Any]:
-        return {
-            "models": [model.facts.to_wire() for model in self._models.values()],
-            "default": self._default_name,
-        }
+    def _hello(self, connection: _Connection, request_id: int) -> None:
+        # On the event loop, as every change of the catalog: none is missed or sent twice.
+        def welcome() -> None:
+            hello = {**self._models.catalog(), "repository": self._models.repository is not None}
+            connection.send(request_id, hello, {})
+            self._connections.add(connection)
+
+        self._loop.call_soon_threadsafe(welcome)
 
     def _model(self, header: dict[str, Any]) -> LocalModel:
-        model = self._models.get(header.get("model", ""))
+        name, version = header.get("model", ""), header.get("version")
+        model = self._models.find(name, version)
         if model is None:
-            raise UnknownModel(f"no model named {header.get('model')!r} is served")
+            shown = name if version is None else f"{name} version {version}"
+            raise UnknownModel(f"no model {shown!r} is served")
         return model
 
     def _infer(
@@ -200,6 +219,8 @@ class EngineServer:
         if op == "metrics":
             text = generate_latest(self._live)
             return {}, {"text": np.frombuffer(text, dtype=np.uint8)}
+        if op.startswith("repository_"):
+            return await self._repository(op, header), {}
         model = self._model(header)
         if op == "explain":
             return await _explain(model, header, _input(header, payload, arena))
@@ -208,6 +229,20 @@ class EngineServer:
         if op == "activations":
             return {"body": await model.backend.activations()}, {}
         raise ValueError(f"unknown op {op!r}")
+
+    async def _repository(self, op: str, header: dict[str, Any]) -> dict[str, Any]:
+        control = self._models.repository
+        if control is None:
+            raise ModelControlUnavailable("no model repository is served")
+        if op == "repository_index":
+            return {"index": await control.index(ready_only=header["ready_only"])}
+        if op == "repository_load":
+            await control.load(header["name"])
+        elif op == "repository_unload":
+            await control.unload(header["name"])
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        return {}
 
 
 def _result(result: ItemResult) -> Reply:

@@ -19,6 +19,8 @@ import orjson
 from numpy.typing import NDArray
 
 PREFIX = struct.Struct("<II")
+# The id of a frame the engine sends unasked: the served model versions, after each change.
+CATALOG_ID = -2
 
 
 def frame(header: dict[str, Any], arrays: Mapping[str, NDArray[Any]] | None = None) -> list[bytes]:

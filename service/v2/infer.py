@@ -82,7 +82,7 @@ def _encode(
         raise _too_large(f"at least {floor}", limit)
     body, header_length = encode_response(
         model_name=served.name,
-        model_version=served.card.version,
+        model_version=served.version,
         request_id=decoded.request.id,
         outputs=outputs,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from service.settings import Settings
 from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "repository")
 # The cluster version the manifests are validated against (kubernetes-validate's schemas).
 KUBERNETES_VERSION = "1.32.0"
 
@@ -84,8 +85,14 @@ def config_env(objects: list[Obj], workload: Obj) -> dict[str, str]:
     return env
 
 
+# Settings naming a folder that only a mounted volume provides in the pod (checked there by
+# tests/deploy/test_manifests.py): an empty folder here stands in for it.
+VOLUME_SETTINGS = ("CNN_MODEL_REPOSITORY",)
+
+
 def settings_from(env: dict[str, str]) -> Settings:
     """The Settings a container with exactly this environment gets."""
+    env = {k: tempfile.mkdtemp() if k in VOLUME_SETTINGS else v for k, v in env.items()}
     saved = {k: v for k, v in os.environ.items() if k.startswith("CNN_")}
     for key in saved:
         del os.environ[key]

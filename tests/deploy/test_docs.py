@@ -74,13 +74,19 @@ def test_readme_deploy_section_fits_one_screen() -> None:
     assert len(section.strip().splitlines()) <= 30
 
 
-def test_documented_secret_is_the_one_the_pods_read(rendered: dict[str, list[Obj]]) -> None:
+def test_documented_secrets_are_the_ones_the_pods_read(rendered: dict[str, list[Obj]]) -> None:
+    """The API key (every overlay) and the admin key (the repository overlay)."""
     lines = kubectl_lines((ROOT / "deploy" / "README.md").read_text(encoding="utf-8"))
-    (create,) = [shlex.split(line) for line in lines if "secret" in line.split()]
-    name, literal = create[create.index("generic") + 1], create[-1]
-    deployment = next(o for o in rendered["cpu"] if o["kind"] == "Deployment")
+    creates = [shlex.split(line) for line in lines if "secret" in line.split()]
+    documented = {c[c.index("generic") + 1]: c[-1] for c in creates}
+    deployment = next(o for o in rendered["repository"] if o["kind"] == "Deployment")
     variables = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    (env,) = [entry for entry in variables if "secretKeyRef" in entry.get("valueFrom", {})]
-    ref = env["valueFrom"]["secretKeyRef"]
-    assert (env["name"], ref["name"]) == ("CNN_API_KEY", name)
-    assert literal.startswith(f"--from-literal={ref['key']}=")
+    read = {
+        entry["name"]: entry["valueFrom"]["secretKeyRef"]
+        for entry in variables
+        if "secretKeyRef" in entry.get("valueFrom", {})
+    }
+    assert set(read) == {"CNN_API_KEY", "CNN_ADMIN_API_KEY"}
+    assert {ref["name"] for ref in read.values()} == set(documented)
+    for ref in read.values():
+        assert documented[ref["name"]].startswith(f"--from-literal={ref['key']}=")

@@ -281,6 +281,33 @@ def test_kserve_predictor_runs_the_image_safely(app: FastAPI) -> None:
     assert predictor["minReplicas"] <= predictor["maxReplicas"]
 
 
+def test_repository_overlay_reads_a_volume_that_a_publisher_writes(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = rendered["repository"]
+    deployment = one(objects, "Deployment")
+    env = config_env(objects, deployment)
+    claim = one(objects, "PersistentVolumeClaim")
+    volume = next(v for v in pod_spec(deployment)["volumes"] if "persistentVolumeClaim" in v)
+    assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"],
+                                               "readOnly": True}  # fmt: skip
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["readOnly"] is True
+    assert env["CNN_MODEL_REPOSITORY"] == mount["mountPath"]
+    assert env["CNN_MODEL_CONTROL"] == "poll"
+    admin = next(e for e in container(deployment)["env"] if e["name"] == "CNN_ADMIN_API_KEY")
+    assert admin["valueFrom"]["secretKeyRef"]["optional"] is True
+    # The publisher writes the same claim, where the pods read it.
+    job = load_yaml(K8S / "overlays" / "repository" / "publish-version.yaml")[0]
+    validate_object({**job, "metadata": {**job["metadata"], "name": "publish-version-x"}})
+    job_pod = job["spec"]["template"]["spec"]
+    job_volume = next(v for v in job_pod["volumes"] if "persistentVolumeClaim" in v)
+    assert job_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    job_mount = job_pod["containers"][0]["volumeMounts"][0]
+    assert job_mount["mountPath"] == mount["mountPath"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 def test_overlays_render_from_files_in_the_tree() -> None:
     for overlay in OVERLAYS:
         assert (K8S / "overlays" / overlay / "kustomization.yaml").is_file()
