@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidBody, ServiceError, TooManyImages, UnsupportedMediaType
+from service.multipart import boundary_of, split_files
 from service.spool import SpoolBudget, read_form
 
 IMAGE_MEDIA_TYPES = (
@@ -56,7 +57,20 @@ def check_image_count(count: int, max_images: int) -> None:
         raise InvalidBody("the request carries no image")
 
 
+# A multipart body up to this size, announced by Content-Length, is read whole and split
+# in place (service.multipart); larger or chunked ones stream through python-multipart.
+FAST_MULTIPART_BYTES = 1024 * 1024
+
+
 async def _multipart_images(request: Request, max_images: int, spool: SpoolBudget) -> list[bytes]:
+    length = request.headers.get("content-length", "")
+    boundary = boundary_of(request.headers.get("content-type", ""))
+    if boundary is not None and length.isdigit() and int(length) <= FAST_MULTIPART_BYTES:
+        body = await request.body()
+        images = split_files(body, boundary, max_parts=max_images + 1)
+        if images is not None:
+            check_image_count(len(images), max_images)
+            return images
     try:
         images = await read_form(
             request.headers,
