@@ -17,6 +17,7 @@ class DevicePlan:
     precision: Precision  # never "auto": resolved
     channels_last: bool
     pin_memory: bool
+    cuda_graphs: bool = False  # replay each warm-up batch size from a CUDA graph
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -83,7 +84,11 @@ def resolve_precision(
 
 
 def plan_for(
-    requested_device: str, requested_precision: Precision, *, multiply_adds: int = 0
+    requested_device: str,
+    requested_precision: Precision,
+    *,
+    multiply_adds: int = 0,
+    cuda_graphs: bool = True,
 ) -> DevicePlan:
     device = resolve_device(
         requested_device,
@@ -103,4 +108,5 @@ def plan_for(
         # NHWC is what cuDNN and oneDNN's bf16 convolutions run fastest on.
         channels_last=on_gpu or precision == "bf16",
         pin_memory=on_gpu,
+        cuda_graphs=on_gpu and cuda_graphs,
     )

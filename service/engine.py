@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +35,9 @@ from models.activation_stats import SUMMARY_IMAGES, MapSummary, summarize_tensor
 from models.feature_layer import FeatureLayer
 from models.layers import capturing, feature_layers
 from service.devices import DevicePlan
+from service.graphs import BucketedForward, cuda_graphs
+
+log = logging.getLogger("service.engine")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Engine:
         self._offset = loaded.preprocess.normalize_offset.to(device)
         # Under autocast the eager module runs: a traced graph would bake in one precision.
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
+        self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
 
     @property
     def device_name(self) -> str:
@@ -76,6 +81,22 @@ class Engine:
         shape = self.loaded.card.input.shape
         for size in batch_sizes:
             self.run([torch.zeros((size, *shape), dtype=torch.uint8)])
+        if self.plan.cuda_graphs:
+            self._replayed = cuda_graphs(self._scores, self._example_batch()[:1], batch_sizes)
+            if self._replayed is None:
+                log.warning("CUDA graph capture failed; the forward pass runs eagerly")
+
+    def _scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """The forward pass as captured: autocast without its cast cache (CUDA graphs
+        replay the casts themselves), float32 logits out."""
+        dtype = self.plan.autocast_dtype
+        autocast = (
+            torch.autocast(self.plan.device.type, dtype=dtype, cache_enabled=False)
+            if dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            return (self._graph or self.module)(batch).float()
 
     def run(
         self,
@@ -99,6 +120,8 @@ class Engine:
         ):
             if direct:
                 logits = self._run_children(batch, direct, captured).float()
+            elif self._replayed is not None and not hooked:
+                logits = self._replayed(batch)
             elif self._graph is not None and not hooked:
                 logits = self._graph(batch).float()
             else:

@@ -41,7 +41,9 @@ def _engines(
 ) -> tuple[DevicePlan, list[Engine]]:
     """The device plan and one warmed-up engine per instance."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
-    plan = plan_for(settings.device, settings.precision, multiply_adds=work)
+    plan = plan_for(
+        settings.device, settings.precision, multiply_adds=work, cuda_graphs=settings.cuda_graphs
+    )
     count = settings.instances or default_instances(plan.device.type, available_cpus())
     engines = [Engine(loaded, plan, layers) for _ in range(count)]
     if plan.device.type == "cuda":

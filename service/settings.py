@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         1024, ge=1, description="images waiting for a batch, at most; beyond it: 503 overloaded"
     )
     request_timeout_s: float = Field(30.0, gt=0, description="deadline from arrival to answer: 504")
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA, replay the forward pass of each warm-up batch size from a CUDA "
+        "graph (batches padded up to the next size)",
+    )
     instances: int | None = Field(
         None,
         ge=1,

@@ -162,3 +162,19 @@ async def test_a_batch_that_runs_out_of_memory_is_split_until_it_fits(digits: Di
     predicted = [int(r.probabilities.argmax()) for r in results]
     assert predicted == [int(i) for i in cpu.probabilities.argmax(1)]
     assert all(r.batch_size == 2 for r in results)
+
+
+def test_cuda_graphs_replay_every_bucket_with_the_eager_answers(digits: Digits) -> None:
+    loaded = models.load(models.default_model_path())
+    sizes = [1, 2, 4, 8, 16, 32]
+    eager = Engine(loaded, plan_for("cuda:0", "fp16", cuda_graphs=False))
+    graphed = Engine(loaded, plan_for("cuda:0", "fp16", cuda_graphs=True))
+    eager.warm_up(sizes)
+    graphed.warm_up(sizes)
+    assert graphed._replayed is not None  # captured, not fallen back to eager
+    for count in (1, 3, 7, 16, 32, 40):  # exact, padded, and past the largest bucket
+        pixels = _pixels(loaded, digits, count)
+        expected = eager.run([pixels]).probabilities
+        got = graphed.run([pixels]).probabilities
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+        assert got.shape == (count, loaded.card.num_classes)
