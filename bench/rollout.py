@@ -324,6 +324,27 @@ def bench_layout(
     return rollout, report(rollout, workers=workers, retire_s=REQUEST_TIMEOUT_S)
 
 
+def summary(
+    *, duration_s: float = 20.0, clients: int = 16, layouts: tuple[int, ...] = (1, 2)
+) -> tuple[bool, list[str]]:
+    """Every layout's rollout: whether each was clean, and the report's lines."""
+    card = resnet18_card(ROOT / "out" / "rollout" / "resnet18")
+    body = mnist_pngs(1)[0]
+    lines = [
+        f"rollout: {card.stem} (random init), {clients} clients, {duration_s:.0f} s per "
+        f"layout, one {len(body)}-byte PNG per request, version 2 published at a third"
+    ]
+    clean = True
+    with tempfile.TemporaryDirectory(prefix="rollout-") as tmp:
+        for workers in layouts:
+            rollout, report_lines = bench_layout(
+                workers, card, body, duration_s=duration_s, clients=clients, workdir=Path(tmp)
+            )
+            lines += report_lines
+            clean &= not rollout.failures and rollout.switched is not None and not rollout.late()
+    return clean, lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.rollout", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -332,26 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="CNN_WORKERS")
     args = parser.parse_args(argv)
-
-    card = resnet18_card(ROOT / "out" / "rollout" / "resnet18")
-    body = mnist_pngs(1)[0]
-    print(
-        f"model: {card.stem} (random init), {args.clients} clients, {args.duration:.0f} s per "
-        f"layout, one {len(body)}-byte PNG per request, version 2 published at a third"
+    clean, lines = summary(
+        duration_s=args.duration, clients=args.clients, layouts=tuple(args.workers)
     )
-    clean = True
-    with tempfile.TemporaryDirectory(prefix="rollout-") as tmp:
-        for workers in args.workers:
-            rollout, lines = bench_layout(
-                workers,
-                card,
-                body,
-                duration_s=args.duration,
-                clients=args.clients,
-                workdir=Path(tmp),
-            )
-            print("\n".join(lines), flush=True)
-            clean &= not rollout.failures and rollout.switched is not None and not rollout.late()
+    print("\n".join(lines))
     return 0 if clean else 1
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from bench import ceiling, handoff, procs, servers
+from bench import ceiling, handoff, procs, rollout, servers
 from bench.environment import machine_info, versions
 from bench.explain_client import ExplainClient
 from bench.gpu_section import load_gpu_results
@@ -372,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     run_servers(hey, workloads, plan, results, out, set(args.servers.split(",")))
     print("hand-off cost between processes (bench/handoff.py)", flush=True)
     for line in handoff.summary():
+        results.notes.append(line)
+        print(f"  {line}", flush=True)
+    print("a model version rolled out under load (bench/rollout.py)", flush=True)
+    _, lines = rollout.summary(duration_s=8.0 if plan.quick else 20.0)
+    for line in lines:
         results.notes.append(line)
         print(f"  {line}", flush=True)
     if not args.no_profile:
