@@ -65,16 +65,31 @@ def _card(shape: tuple[int, int, int]) -> ModelCard:
 class _Model:
     def __init__(self, name: str, shape: tuple[int, int, int]) -> None:
         card = _card(shape)
-        self.facts = ModelFacts(name, card, (), "cpu", "float32", 0, BatchingInfo(32, 0.005, 1024))
+        batching = BatchingInfo(32, 0.005, 1024)
+        self.facts = ModelFacts(name, "1", card, (), "cpu", "float32", 0, batching)
         self.backend = AnswerAtOnce()
+
+
+class _Models:
+    """What the engine server reads of service.loading.LocalModels."""
+
+    repository = None
+
+    def __init__(self) -> None:
+        self.models = {key: _Model(key, shape) for key, shape in SHAPES.items()}
+        self.on_change: Any = None
+
+    def find(self, name: str, version: str | None) -> _Model | None:
+        return self.models.get(name)
+
+    def catalog(self) -> dict[str, Any]:
+        return {"models": [m.facts.to_wire() for m in self.models.values()], "default": None}
 
 
 def _engine(socket_path: str, ready: Any) -> None:
     async def main() -> None:
-        models = [_Model(key, shape) for key, shape in SHAPES.items()]
         server = EngineServer(
-            models,  # type: ignore[arg-type]
-            None,
+            _Models(),  # type: ignore[arg-type]
             WorkerArrivals(),
             CollectorRegistry(),
             asyncio.get_running_loop(),

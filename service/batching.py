@@ -7,8 +7,10 @@ other requests have reached the server and not yet a queue (`Arrivals`: they
 are being parsed, routed or decoded): then it holds the batch open until it is
 full, nothing more is on its way, or the oldest request has waited
 max_batch_delay. Under load that turns many small forward passes into a few
-large ones; at low load it costs nothing. What happens to a batch once taken
-is service.batch_run's job.
+large ones; at low load it costs nothing. With several instances, an idle one
+holds its batch open the same way while another runs: it takes a full batch at
+once, a partial one only after the delay. What happens to a batch once taken is
+service.batch_run's job.
 """
 
 from __future__ import annotations
@@ -287,11 +289,17 @@ class Batcher:
             return items
 
     def _wait_for_company(self) -> None:
-        """Hold the batch open while requests are on their way, up to the delay (lock held)."""
+        """Hold the batch open while requests are on their way, or while another instance
+        is running, until it is full or its oldest request has waited the delay (lock held).
+
+        A second instance adds throughput only where one is not enough: taking whatever is
+        queued the moment it is idle, it would split the batches the first one would have
+        run whole (W1 at 64 concurrent digits: mean batch 18 instead of 29).
+        """
         while (
             self._queue
             and self._queued_images < self.max_batch_size
-            and self._arrivals.pending > 0
+            and (self._arrivals.pending > 0 or self._busy_workers > 0)
             and not self._stopping
         ):
             remaining = self._queue[0].enqueued_at + self.max_delay_s - time.monotonic()

@@ -52,17 +52,20 @@ def default_workers(cpus: int) -> int:
     return 1 if cpus <= SINGLE_PROCESS_CPUS else min(cpus, MAX_DEFAULT_WORKERS)
 
 
-# CPU instances by default (bench/RESULTS.md, 2 cores, 64 digits per request: +25% req/s
-# with two instances; one digit per request and resnet18 unchanged).
+# Two instances pay off on a CPU for models of at least this many multiply-adds per image
+# (bench/RESULTS.md, 2 cores: resnet18, 1.8 G, +18% img/s at 32 concurrent photos); for a
+# small one (the shipped digits model, 6 M) the batches split between two instances cost
+# more than the overlap gains (W1 at 64 concurrent digits: -17% req/s, p99 up by half).
+LARGE_MODEL_MULTIPLY_ADDS = 100_000_000
 CPU_INSTANCES = 2
 
 
-def default_instances(device_type: str, cpus: int) -> int:
-    """Two model instances on a CPU engine with two CPUs or more, else one.
+def default_instances(device_type: str, cpus: int, multiply_adds: int) -> int:
+    """Two model instances for a large model on a CPU engine with two CPUs or more, else one.
 
-    Between two forward passes an instance's thread gathers the next batch and hands
-    out the last one's results: Python work during which its torch threads idle. A
-    second instance runs its forward pass meanwhile. On a GPU the device, not the
-    host, sets the pace: one instance.
+    A large model's batches are best small on a CPU (resnet18 runs fastest at 8 images),
+    and while one instance runs its forward pass the other gathers and runs the next. On
+    a GPU the device, not the host, sets the pace: one instance.
     """
-    return CPU_INSTANCES if device_type == "cpu" and cpus >= CPU_INSTANCES else 1
+    large = multiply_adds >= LARGE_MODEL_MULTIPLY_ADDS
+    return CPU_INSTANCES if device_type == "cpu" and cpus >= CPU_INSTANCES and large else 1

@@ -44,7 +44,7 @@ def _engines(
     plan = plan_for(
         settings.device, settings.precision, multiply_adds=work, cuda_graphs=settings.cuda_graphs
     )
-    count = settings.instances or default_instances(plan.device.type, available_cpus())
+    count = settings.instances or default_instances(plan.device.type, available_cpus(), work)
     engines = [Engine(loaded, plan, layers) for _ in range(count)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True

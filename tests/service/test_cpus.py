@@ -59,11 +59,21 @@ def test_one_process_up_to_two_cpus_then_a_worker_per_cpu() -> None:
     assert default_workers(64) == 16  # capped: beyond it the engine, not HTTP, is the limit
 
 
+LARGE = 1_800_000_000  # resnet18 at 224x224
+SMALL = 6_000_000  # the shipped digits model
+
+
 @pytest.mark.parametrize(
-    ("device_type", "cpus", "expected"),
-    [("cpu", 1, 1), ("cpu", 2, 2), ("cpu", 16, 2), ("cuda", 1, 1), ("cuda", 16, 1)],
+    ("device_type", "cpus", "work", "expected"),
+    [
+        ("cpu", 1, LARGE, 1),
+        ("cpu", 2, LARGE, 2),
+        ("cpu", 16, LARGE, 2),
+        ("cpu", 16, SMALL, 1),
+        ("cuda", 16, LARGE, 1),
+    ],
 )
-def test_two_instances_on_a_cpu_engine_with_two_cpus(
-    device_type: str, cpus: int, expected: int
+def test_two_instances_for_a_large_model_on_a_cpu_engine_with_two_cpus(
+    device_type: str, cpus: int, work: int, expected: int
 ) -> None:
-    assert default_instances(device_type, cpus) == expected
+    assert default_instances(device_type, cpus, work) == expected
