@@ -69,17 +69,30 @@ class PixelPipeline:
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
     def _resize(self, image: Image.Image) -> Image.Image:
-        spec = self.spec
-        if spec.resize == "resize_center_crop":
-            target_short = spec.resize_size or min(spec.height, spec.width)
-            width, height = image.size
-            scale = target_short / min(width, height)
-            new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            if new_size != image.size:
-                image = image.resize(new_size, Image.Resampling.BILINEAR)
-            left = (image.width - spec.width) // 2
-            top = (image.height - spec.height) // 2
-            return image.crop((left, top, left + spec.width, top + spec.height))
-        if image.size != (spec.width, spec.height):
-            image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-        return image
+        new_size = resized_size(self.spec, *image.size)
+        if new_size != image.size:
+            image = image.resize(new_size, Image.Resampling.BILINEAR)
+        box = crop_box(self.spec, *image.size)
+        return image if box is None else image.crop(box)
+
+
+# The geometry of the card's resize, shared by every implementation of it (this one in
+# PIL, service.device_decode's on tensors): one definition of what the model sees.
+
+
+def resized_size(spec: InputSpec, width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the resize, before any crop."""
+    if spec.resize == "resize_center_crop":
+        target_short = spec.resize_size or min(spec.height, spec.width)
+        scale = target_short / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return spec.width, spec.height
+
+
+def crop_box(spec: InputSpec, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the centre crop of a resized image; None: no crop."""
+    if spec.resize != "resize_center_crop":
+        return None
+    left = (width - spec.width) // 2
+    top = (height - spec.height) // 2
+    return left, top, left + spec.width, top + spec.height
