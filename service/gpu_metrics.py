@@ -1,4 +1,4 @@
-"""GPU memory and utilization gauges, read from torch (and NVML) when scraped."""
+"""GPU memory (held and in all) and utilization gauges, read from torch (and NVML) when scraped."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ GPU_METRICS = (
     "cnn_gpu_memory_allocated_bytes",
     "cnn_gpu_memory_reserved_bytes",
     "cnn_gpu_utilization_ratio",
+    "cnn_gpu_memory_total_bytes",
 )
 
 
@@ -23,6 +24,7 @@ class GpuReading:
     allocated_bytes: float
     reserved_bytes: float
     utilization: float | None  # 0..1; None where NVML is not available
+    total_bytes: float = 0.0  # the device's memory; 0: unknown
 
 
 def read_cuda(device: torch.device, *, nvml: bool) -> GpuReading:
@@ -36,6 +38,7 @@ def read_cuda(device: torch.device, *, nvml: bool) -> GpuReading:
         allocated_bytes=float(torch.cuda.memory_allocated(device)),
         reserved_bytes=float(torch.cuda.memory_reserved(device)),
         utilization=utilization,
+        total_bytes=float(torch.cuda.get_device_properties(device).total_memory),
     )
 
 
@@ -58,15 +61,19 @@ class GpuCollector(Collector):
             ),
             GaugeMetricFamily(GPU_METRICS[2], "GPU busy fraction (NVML), 0..1", labels=["device"]),
         )
+        total = GaugeMetricFamily(GPU_METRICS[3], "the device's memory", labels=["device"])
         seen_utilization = False
         for device in self.devices:
             reading = self._read(device)
             allocated.add_metric([str(device)], reading.allocated_bytes)
             reserved.add_metric([str(device)], reading.reserved_bytes)
+            if reading.total_bytes:
+                total.add_metric([str(device)], reading.total_bytes)
             if reading.utilization is not None:
                 utilization.add_metric([str(device)], reading.utilization)
                 seen_utilization = True
         yield allocated
         yield reserved
+        yield total
         if seen_utilization:
             yield utilization

@@ -84,7 +84,7 @@ def rules() -> dict[str, Any]:
 
 def _gpu_label_sets() -> dict[str, set[str]]:
     """The CUDA-only families, from the real collector over a stand-in device reader."""
-    collector = GpuCollector(read=lambda _: GpuReading(1.0, 2.0, 0.5))
+    collector = GpuCollector(read=lambda _: GpuReading(1.0, 2.0, 0.5, 8.0))
     collector.devices.append(torch.device("cuda", 0))
     registry = CollectorRegistry()
     registry.register(collector)

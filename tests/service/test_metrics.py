@@ -218,7 +218,9 @@ def test_separate_metrics_port_in_a_real_process(tmp_path: Path, digits: Digits)
 
 def test_gpu_collector_reports_each_device() -> None:
     readings = {
-        0: GpuReading(allocated_bytes=1024.0, reserved_bytes=4096.0, utilization=0.25),
+        0: GpuReading(
+            allocated_bytes=1024.0, reserved_bytes=4096.0, utilization=0.25, total_bytes=8e10
+        ),
         1: GpuReading(allocated_bytes=2048.0, reserved_bytes=8192.0, utilization=None),
     }
     collector = GpuCollector(read=lambda device: readings[device.index])
@@ -233,6 +235,8 @@ def test_gpu_collector_reports_each_device() -> None:
     assert value(samples, GPU_METRICS[1], device="cuda:1") == 8192.0
     # NVML answered for one device only: utilization for that one, none invented.
     assert series(samples, GPU_METRICS[2]) == {frozenset({("device", "cuda:0")}): 0.25}
+    # The same for the total: where it is unknown, no series.
+    assert series(samples, GPU_METRICS[3]) == {frozenset({("device", "cuda:0")}): 8e10}
 
 
 @pytest.mark.gpu
@@ -244,4 +248,6 @@ async def test_gpu_gauges_on_cuda(app_client: AppClientFactory, digits: Digits) 
         samples = parse((await client.get("/metrics")).text)
     allocated = value(samples, GPU_METRICS[0], device="cuda:0")
     assert 0 < allocated <= value(samples, GPU_METRICS[1], device="cuda:0")
+    total = torch.cuda.get_device_properties(0).total_memory
+    assert value(samples, GPU_METRICS[3], device="cuda:0") == total
     assert value(samples, "cnn_inference_duration_seconds_count", model=MODEL, device="cuda:0") == 1
