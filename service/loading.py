@@ -230,7 +230,6 @@ class LocalModels:
         self.on_change()
         task = asyncio.create_task(self._stop_later(model, self._settings.request_timeout_s))
         self._retiring[task] = model
-        task.add_done_callback(lambda done: self._retiring.pop(done, None))
         return task
 
     def _watch(self, name: str) -> None:
@@ -248,8 +247,10 @@ class LocalModels:
     async def _stop_later(self, model: LocalModel, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         await self._stop(model, self._settings.shutdown_grace_s)
+        # The last references go before the collection, so that it frees the weights and
+        # the warmed buffers, and these go back to the system, not to the heap.
+        self._retiring.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         del model
-        # The weights and the warmed buffers go back to the system, not to the heap.
         await asyncio.to_thread(_return_memory)
 
     async def close(self, grace_s: float) -> None:

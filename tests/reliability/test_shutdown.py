@@ -42,6 +42,19 @@ class Outcome:
     result: str  # "200", "503 not_ready", "refused" (never connected) or "lost: <error>"
 
 
+def start_clients(
+    url: str, digits: Digits, outcomes: list[Outcome], stop: threading.Event
+) -> list[threading.Thread]:
+    """CLIENTS client loops, each sending its own digit, started."""
+    threads = [
+        threading.Thread(target=client_loop, args=(url, digits.png(i), outcomes, stop))
+        for i in range(CLIENTS)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def client_loop(url: str, png: bytes, outcomes: list[Outcome], stop: threading.Event) -> None:
     """Send requests one after another, each on a new connection, until refused once:
     as a load balancer does, a refused client sends nothing more here."""
@@ -79,12 +92,7 @@ def test_sigterm_under_load_finishes_every_accepted_request_and_exits_0(
     stop = threading.Event()
     with running_server(tmp_path, env=env) as server:
         url = f"{server.base_url}/v1/classify"
-        threads = [
-            threading.Thread(target=client_loop, args=(url, digits.png(i), outcomes, stop))
-            for i in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
+        threads = start_clients(url, digits, outcomes, stop)
         while sum(o.result == "200" for o in outcomes) < 2 * CLIENTS:
             time.sleep(0.01)
         sigterm_at = time.monotonic()

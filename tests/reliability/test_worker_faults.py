@@ -37,7 +37,7 @@ from tests.e2e.pod import (
     whole_pod,
 )
 from tests.helpers import Digits, free_port, running_server
-from tests.reliability.test_shutdown import CLIENTS, Outcome, client_loop, slow_checkpoint
+from tests.reliability.test_shutdown import CLIENTS, Outcome, slow_checkpoint, start_clients
 from tests.reliability.test_stalled_uploads import wait_for
 from tests.service.test_metrics import Samples
 
@@ -76,12 +76,7 @@ def test_sigterm_under_load_finishes_every_accepted_request_and_leaves_no_proces
     with running_server(tmp_path, env=env, args=WORKER_ARGS) as server:
         pod = whole_pod(server)
         url = f"{server.base_url}{CLASSIFY}"
-        threads = [
-            threading.Thread(target=client_loop, args=(url, digits.png(i), outcomes, stop))
-            for i in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
+        threads = start_clients(url, digits, outcomes, stop)
         assert wait_for(lambda: sum(o.result == "200" for o in outcomes) >= 2 * CLIENTS, 120)
         sigterm_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
