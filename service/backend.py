@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from models.feature_layer import FeatureLayer, Kernels
 from service.arrivals import Arrival
 from service.explain_terms import ExplainParams, Explanation
+from service.jpeg import EncodedJpegs
 from service.results import ItemResult
 
 
@@ -37,13 +38,14 @@ class ModelBackend(Protocol):
 
     async def submit(
         self,
-        pixels: NDArray[Any],
+        pixels: NDArray[Any] | EncodedJpegs,
         *,
         deadline: float,
         capture: frozenset[str] = frozenset(),
         arrival: Arrival | None = None,
     ) -> ItemResult:
-        """Run [N,C,H,W] pixels (uint8, or float32 already normalized) in the model's batches."""
+        """Run [N,C,H,W] pixels (uint8, or float32 already normalized), or JPEGs the
+        engine decodes on its device, in the model's batches."""
         ...
 
     async def explain(

@@ -19,8 +19,9 @@ import torch
 from numpy.typing import NDArray
 
 from models.activation_stats import SUMMARY_IMAGES, MapSummary
-from service.engine import EngineOutput
+from service.engine import BatchInput, EngineOutput
 from service.errors import InferenceFailed, RequestTimeout, ServiceError
+from service.jpeg import EncodedJpegs
 from service.results import ItemResult
 
 log = logging.getLogger("service.batching")
@@ -34,7 +35,7 @@ class BatchRunner(Protocol):
 
     def run(
         self,
-        inputs: Sequence[torch.Tensor],
+        inputs: Sequence[BatchInput],
         capture: frozenset[str] = ...,
         summarize: frozenset[str] = ...,
     ) -> EngineOutput: ...
@@ -86,11 +87,18 @@ class Deliverer(Protocol):
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Any: ...
 
 
+def split_input(pixels: BatchInput, size: int) -> Sequence[BatchInput]:
+    """Slices of at most `size` images, in order."""
+    if isinstance(pixels, EncodedJpegs):
+        return pixels.split(size)
+    return torch.split(pixels, size)
+
+
 @dataclass(eq=False)
 class WorkItem:
     """One request's images (or a max-batch-size slice of them) waiting for a batch."""
 
-    pixels: torch.Tensor
+    pixels: BatchInput
     capture: frozenset[str]
     deadline: float
     future: Settleable
@@ -99,7 +107,7 @@ class WorkItem:
 
     @property
     def size(self) -> int:
-        return int(self.pixels.shape[0])
+        return len(self.pixels)
 
 
 Outcome = tuple[WorkItem, ItemResult | ServiceError]

@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-import torch
-
 from service.arrivals import Arrival, Arrivals
 from service.batch_run import (
     BatchObserver,
@@ -39,7 +37,9 @@ from service.batch_run import (
     Outcome,
     Settleable,
     WorkItem,
+    split_input,
 )
+from service.engine import BatchInput
 from service.errors import InferenceFailed, NotReady, Overloaded, RequestTimeout
 from service.results import ItemResult
 
@@ -128,15 +128,15 @@ class Batcher:
 
     async def submit(
         self,
-        pixels: torch.Tensor,
+        pixels: BatchInput,
         *,
         deadline: float,
         capture: frozenset[str] = frozenset(),
         arrival: Arrival | None = None,
     ) -> ItemResult:
-        """Queue [N,C,H,W] pixels; answer when their batch has run. Splits N > max batch size."""
+        """Queue [N,C,H,W] pixels (or JPEGs); answer when their batch has run. Splits N > max batch size."""
         loop = asyncio.get_running_loop()
-        chunks = torch.split(pixels, self.max_batch_size)
+        chunks = split_input(pixels, self.max_batch_size)
         futures: list[asyncio.Future[ItemResult]] = [loop.create_future() for _ in chunks]
         items = [
             WorkItem(c, capture, deadline, f, loop) for c, f in zip(chunks, futures, strict=True)
@@ -160,7 +160,7 @@ class Batcher:
 
     def enqueue(
         self,
-        pixels: torch.Tensor,
+        pixels: BatchInput,
         *,
         deadline: float,
         capture: frozenset[str] = frozenset(),
@@ -173,7 +173,7 @@ class Batcher:
         hop through a loop on the way in or out. Past its deadline, a request is answered
         504 when its batch is taken, never computed.
         """
-        chunks = torch.split(pixels, self.max_batch_size)
+        chunks = split_input(pixels, self.max_batch_size)
         futures: list[concurrent.futures.Future[ItemResult]] = [
             concurrent.futures.Future() for _ in chunks
         ]

@@ -16,9 +16,9 @@ level or two (tests/service/test_device_decode.py measures it on real photograph
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -26,68 +26,11 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as transforms
 
 from models.card import InputSpec
-from models.pixels import crop_box, resized_size
+from models.pixels import PixelPipeline, crop_box, resized_size
+from service.imaging import decode_image
+from service.jpeg import JpegHeader, device_decodable, jpeg_header
 
-# Start-of-frame markers (ITU T.81, B.1.1.3): 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) are not.
-_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_BASELINE_HUFFMAN = frozenset({0xC0, 0xC1})  # baseline and extended sequential, Huffman
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length follows
-_START_OF_SCAN = 0xDA
-
-
-@dataclass(frozen=True)
-class JpegHeader:
-    width: int
-    height: int
-    components: int  # 1 grey, 3 YCbCr (or RGB), 4 CMYK or YCCK
-    precision: int  # bits per sample
-    baseline: bool  # sequential, Huffman-coded: what nvJPEG decodes
-
-
-def jpeg_header(data: bytes) -> JpegHeader | None:
-    """The frame header of a JPEG, from its markers alone; None for anything else."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _STANDALONE:
-            position += 2
-            continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if length < 2 or marker == _START_OF_SCAN:
-            return None  # malformed, or a scan before any frame header
-        if marker in _FRAMES:
-            frame = data[position + 4 : position + 2 + length]
-            if len(frame) < 6:
-                return None
-            return JpegHeader(
-                width=int.from_bytes(frame[3:5], "big"),
-                height=int.from_bytes(frame[1:3], "big"),
-                components=frame[5],
-                precision=frame[0],
-                baseline=marker in _BASELINE_HUFFMAN,
-            )
-        position += 2 + length
-    return None
-
-
-def device_decodable(data: bytes) -> bool:
-    """Whether the device decoder takes this image (else the CPU path decodes it)."""
-    header = jpeg_header(data)
-    return (
-        header is not None
-        and header.baseline
-        and header.precision == 8
-        and header.components in (1, 3)
-        and header.width > 0
-        and header.height > 0
-    )
+__all__ = ["JpegHeader", "TensorPixels", "device_decodable", "jpeg_header"]
 
 
 class TensorPixels:
@@ -96,6 +39,7 @@ class TensorPixels:
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         self.mode = ImageReadMode.GRAY if spec.channels == 1 else ImageReadMode.RGB
+        self._host = PixelPipeline(spec)  # the CPU path, for files the device refuses
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         _, height, width = image.shape
@@ -116,13 +60,34 @@ class TensorPixels:
         return image.contiguous()
 
     def decode(self, images: Sequence[bytes], device: torch.device) -> torch.Tensor:
-        """Decode a batch of device-decodable JPEGs on `device`: [N,C,H,W] uint8 pixels."""
+        """Decode a batch of device-decodable JPEGs on `device`: [N,C,H,W] uint8 pixels.
+
+        One call decodes them all. When it fails (a file corrupt past its header), each is
+        decoded alone, and one the device decoder still refuses takes the CPU path; a file
+        that path cannot read either raises InvalidImage, for that request alone (the
+        batch is bisected: service.batch_run).
+        """
+        try:
+            pixels = [self(image) for image in self._decode(images, device)]
+        except RuntimeError:
+            pixels = [self._decode_one(data, device, index) for index, data in enumerate(images)]
+        return torch.stack(pixels)
+
+    def _decode(self, images: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
         encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
         with warnings.catch_warnings():
             # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec;
             # they are still the ones with a batched nvJPEG decode in this torch release.
             warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = decode_jpeg(
+            decoded: list[torch.Tensor] = decode_jpeg(
                 encoded, mode=self.mode, device=device, apply_exif_orientation=True
             )
-        return torch.stack([self(image) for image in decoded])
+        return decoded
+
+    def _decode_one(self, data: bytes, device: torch.device, index: int) -> torch.Tensor:
+        try:
+            return self(self._decode([data], device)[0])
+        except RuntimeError:
+            # Its size was checked against the limits before it was queued.
+            image = decode_image(data, max_pixels=sys.maxsize, index=index)
+            return torch.from_numpy(self._host.to_uint8(image)).to(device)

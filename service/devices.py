@@ -18,6 +18,7 @@ class DevicePlan:
     channels_last: bool
     pin_memory: bool
     cuda_graphs: bool = False  # replay each warm-up batch size from a CUDA graph
+    decodes_jpeg: bool = False  # baseline JPEGs reach the engine encoded (service.jpeg)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -89,6 +90,7 @@ def plan_for(
     *,
     multiply_adds: int = 0,
     cuda_graphs: bool = True,
+    device_decode: str = "auto",
 ) -> DevicePlan:
     device = resolve_device(
         requested_device,
@@ -109,4 +111,7 @@ def plan_for(
         channels_last=on_gpu or precision == "bf16",
         pin_memory=on_gpu,
         cuda_graphs=on_gpu and cuda_graphs,
+        # nvJPEG decodes a batch faster than the node's cores; on a CPU engine the HTTP
+        # workers' cores decode beside the forward pass instead of inside it.
+        decodes_jpeg=device_decode == "on" or (device_decode == "auto" and on_gpu),
     )

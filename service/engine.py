@@ -34,10 +34,16 @@ from models import LoadedModel
 from models.activation_stats import SUMMARY_IMAGES, MapSummary, summarize_tensor
 from models.feature_layer import FeatureLayer
 from models.layers import capturing, feature_layers
+from service.device_decode import TensorPixels
 from service.devices import DevicePlan
 from service.graphs import BucketedForward, cuda_graphs
+from service.jpeg import EncodedJpegs
 
 log = logging.getLogger("service.engine")
+
+# A request's images in a batch: pixels (uint8, or normalized float32), or JPEGs that the
+# engine decodes on its device.
+BatchInput = torch.Tensor | EncodedJpegs
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Engine:
         # Under autocast the eager module runs: a traced graph would bake in one precision.
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
+        self._jpegs = TensorPixels(loaded.card.input)
 
     @property
     def device_name(self) -> str:
@@ -100,7 +107,7 @@ class Engine:
 
     def run(
         self,
-        inputs: Sequence[torch.Tensor],
+        inputs: Sequence[BatchInput],
         capture: frozenset[str] = frozenset(),
         summarize: frozenset[str] = frozenset(),
     ) -> EngineOutput:
@@ -144,25 +151,44 @@ class Engine:
             example = example.contiguous(memory_format=torch.channels_last)
         return example
 
-    def _collate(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _collate(self, inputs: Sequence[BatchInput]) -> torch.Tensor:
         device = self.plan.device
-        if all(t.dtype == torch.uint8 for t in inputs):
+        tensors = self._decoded(inputs)
+        if all(t.dtype == torch.uint8 for t in tensors):
             # Ship uint8 pixels (a quarter of the bytes) and normalize on the device.
-            batch = self._to_device(torch.cat(list(inputs)) if len(inputs) > 1 else inputs[0])
+            batch = self._to_device(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
             batch = batch.to(torch.float32).mul_(self._scale).add_(self._offset)
         else:
-            batch = self._to_device(torch.cat([self._as_float(t) for t in inputs]))
+            batch = torch.cat([self._to_device(self._as_float(t)) for t in tensors])
         if self.plan.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch.to(device)
 
+    def _decoded(self, inputs: Sequence[BatchInput]) -> list[torch.Tensor]:
+        """The batch's tensors, its JPEGs decoded on the device in one call (uint8 pixels).
+        With none, every tensor stays on the host until collated; else all join the device."""
+        jpegs = [data for item in inputs if isinstance(item, EncodedJpegs) for data in item.data]
+        if not jpegs:
+            return [item for item in inputs if not isinstance(item, EncodedJpegs)]
+        decoded = self._jpegs.decode(jpegs, self.plan.device)
+        tensors, taken = [], 0
+        for item in inputs:
+            if isinstance(item, EncodedJpegs):
+                tensors.append(decoded[taken : taken + len(item)])
+                taken += len(item)
+            else:
+                tensors.append(item.to(self.plan.device))
+        return tensors
+
     def _as_float(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype == torch.uint8:
-            return self.loaded.preprocess.normalize(tensor)
+            # Where the pixels are: on the host, or on the device when decoded there.
+            scale, offset = self._scale.to(tensor.device), self._offset.to(tensor.device)
+            return tensor.to(torch.float32).mul_(scale).add_(offset)
         return tensor.to(torch.float32)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.plan.pin_memory:
+        if self.plan.pin_memory and tensor.device.type == "cpu":
             return tensor.pin_memory().to(self.plan.device, non_blocking=True)
         return tensor
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from service.arrivals import Arrival
 from service.errors import InvalidParameter
 from service.inputs import read_images
+from service.jpeg import EncodedJpegs
 from service.predictions import top_k as rank_top_k
 from service.results import ItemResult
 from service.state import ModelCall
@@ -32,32 +33,47 @@ async def run_images(
 ) -> ItemResult:
     """Read, decode and preprocess the request's images, then run them through the batcher."""
     with call.served.backend.incoming(getattr(request.state, "arrival", None)) as arrival:
-        pixels = await prepare_images(request, call, max_images=max_images)
+        pixels = await prepare_input(
+            request, call, max_images=max_images, keep_jpegs=call.served.facts.decodes_jpeg
+        )
         return await submit_pixels(call, pixels, capture=capture, arrival=arrival)
 
 
-async def prepare_images(
-    request: Request, call: ModelCall, *, max_images: int | None = None
-) -> NDArray[np.uint8]:
-    """The request's images as the model's uint8 [N,C,H,W] pixels (decoded, resized)."""
+async def prepare_input(
+    request: Request, call: ModelCall, *, max_images: int | None = None, keep_jpegs: bool
+) -> NDArray[np.uint8] | EncodedJpegs:
+    """The request's images as the model's uint8 [N,C,H,W] pixels (decoded, resized), or,
+    with `keep_jpegs`, as JPEGs for the engine to decode (see ImagePipeline.prepare)."""
     limit = call.settings.max_images_per_request
     images = await read_images(
         request, max_images=min(limit, max_images or limit), spool=call.state.spool
     )
     started = time.perf_counter()
-    prepared = await call.state.pipeline.prepare(call.served.pixels, images, call.deadline)
+    prepared = await call.state.pipeline.prepare(
+        call.served.pixels, images, call.deadline, keep_jpegs=keep_jpegs
+    )
     call.trace.prepared(len(images), prepared.seconds, time.perf_counter() - started)
     return prepared.pixels
 
 
+async def prepare_images(
+    request: Request, call: ModelCall, *, max_images: int | None = None
+) -> NDArray[np.uint8]:
+    """The request's images as the model's uint8 [N,C,H,W] pixels, decoded here."""
+    pixels = await prepare_input(request, call, max_images=max_images, keep_jpegs=False)
+    assert not isinstance(pixels, EncodedJpegs)
+    return pixels
+
+
 async def submit_pixels(
     call: ModelCall,
-    pixels: NDArray[Any],
+    pixels: NDArray[Any] | EncodedJpegs,
     *,
     capture: frozenset[str] = frozenset(),
     arrival: Arrival | None = None,
 ) -> ItemResult:
-    """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32) through the batcher."""
+    """Run a prepared [N,C,H,W] batch (uint8 pixels or normalized float32), or JPEGs the
+    engine decodes, through the batcher."""
     result = await call.served.backend.submit(
         pixels, deadline=call.deadline, capture=capture, arrival=arrival
     )

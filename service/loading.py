@@ -42,7 +42,11 @@ def _engines(
     """The device plan and one warmed-up engine per instance."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
     plan = plan_for(
-        settings.device, settings.precision, multiply_adds=work, cuda_graphs=settings.cuda_graphs
+        settings.device,
+        settings.precision,
+        multiply_adds=work,
+        cuda_graphs=settings.cuda_graphs,
+        device_decode=settings.device_decode,
     )
     count = settings.instances or default_instances(plan.device.type, available_cpus(), work)
     engines = [Engine(loaded, plan, layers) for _ in range(count)]
@@ -121,6 +125,7 @@ def _facts(
         device=str(plan.device),
         dtype_name=plan.dtype_name,
         parameters=loaded.parameter_count,
+        decodes_jpeg=plan.decodes_jpeg,
         batching=BatchingInfo(
             settings.max_batch_size, settings.max_batch_delay_s, settings.max_queue_size
         ),

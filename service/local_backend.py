@@ -17,9 +17,11 @@ from models.layers import conv_kernels
 from service.arrivals import Arrival
 from service.backend import ExplainOutcome
 from service.batching import Batcher, OnDone
+from service.engine import BatchInput
 from service.explain_lane import ExplainLane, Yielding
 from service.explain_terms import ExplainParams, Explanation, resolve_target
 from service.explanations import ExplainRequest, explain
+from service.jpeg import EncodedJpegs
 from service.monitoring import ActivationMonitor
 from service.results import ItemResult
 
@@ -44,19 +46,19 @@ class LocalBackend:
 
     async def submit(
         self,
-        pixels: NDArray[Any],
+        pixels: NDArray[Any] | EncodedJpegs,
         *,
         deadline: float,
         capture: frozenset[str] = frozenset(),
         arrival: Arrival | None = None,
     ) -> ItemResult:
         return await self.batcher.submit(
-            torch.from_numpy(pixels), deadline=deadline, capture=capture, arrival=arrival
+            _batch_input(pixels), deadline=deadline, capture=capture, arrival=arrival
         )
 
     def enqueue(
         self,
-        pixels: NDArray[Any],
+        pixels: NDArray[Any] | EncodedJpegs,
         *,
         deadline: float,
         capture: frozenset[str],
@@ -64,7 +66,7 @@ class LocalBackend:
     ) -> None:
         """`submit` for a caller on no event loop: see Batcher.enqueue."""
         self.batcher.enqueue(
-            torch.from_numpy(pixels), deadline=deadline, capture=capture, on_done=on_done
+            _batch_input(pixels), deadline=deadline, capture=capture, on_done=on_done
         )
 
     async def explain(
@@ -117,3 +119,7 @@ class LocalBackend:
         """Finish what is queued (True when it did within the grace period)."""
         self.lane.stop()
         return await asyncio.to_thread(self.batcher.stop, grace_s)
+
+
+def _batch_input(pixels: NDArray[Any] | EncodedJpegs) -> BatchInput:
+    return pixels if isinstance(pixels, EncodedJpegs) else torch.from_numpy(pixels)

@@ -29,6 +29,7 @@ from models.pixels import PixelPipeline
 from service.allocator import release_freed_memory
 from service.errors import RequestTimeout, TooManyPixels
 from service.imaging import load_image, open_image
+from service.jpeg import EncodedJpegs, device_decodable
 
 # Up to this many pixels in a whole request, decoding in place beats a thread hop.
 INLINE_PIXELS = 64 * 64
@@ -39,7 +40,7 @@ RELEASE_PIXELS = 4_000_000
 
 @dataclass(frozen=True)
 class PreparedImages:
-    pixels: NDArray[np.uint8]  # [N,C,H,W]
+    pixels: NDArray[np.uint8] | EncodedJpegs  # [N,C,H,W], or JPEGs left to the engine
     seconds: float  # decode + preprocess, summed over the images
 
 
@@ -95,11 +96,25 @@ class ImagePipeline:
         return images
 
     async def prepare(
-        self, preprocess: PixelPipeline, data: Sequence[bytes], deadline: float | None = None
+        self,
+        preprocess: PixelPipeline,
+        data: Sequence[bytes],
+        deadline: float | None = None,
+        *,
+        keep_jpegs: bool = False,
     ) -> PreparedImages:
+        """The model's pixels; with `keep_jpegs` (an engine that decodes JPEGs on its
+        device), a request of baseline JPEGs only stays encoded, its limits checked."""
         started = time.perf_counter()
         images = self._open_all(data)
         header_s = time.perf_counter() - started
+        if keep_jpegs and all(
+            image.format == "JPEG" and device_decodable(blob)
+            for image, blob in zip(images, data, strict=True)
+        ):
+            for image in images:
+                image.close()
+            return PreparedImages(EncodedJpegs(tuple(data)), time.perf_counter() - started)
         if sum(image.width * image.height for image in images) <= INLINE_PIXELS:
             arrays, seconds = self._prepare(preprocess, images, 0)
             return PreparedImages(np.stack(arrays), header_s + seconds)

@@ -35,6 +35,7 @@ class ModelFacts:
     dtype_name: str
     parameters: int
     batching: BatchingInfo
+    decodes_jpeg: bool = False  # the engine decodes baseline JPEGs on its device
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class ModelFacts:
             "dtype_name": self.dtype_name,
             "parameters": self.parameters,
             "batching": asdict(self.batching),
+            "decodes_jpeg": self.decodes_jpeg,
         }
 
     @classmethod
@@ -59,6 +61,7 @@ class ModelFacts:
             dtype_name=data["dtype_name"],
             parameters=data["parameters"],
             batching=BatchingInfo(**data["batching"]),
+            decodes_jpeg=data["decodes_jpeg"],
         )
 
 
@@ -98,6 +101,7 @@ class ServedModel:
             "parameters": facts.parameters,
             "device": facts.device,
             "dtype": facts.dtype_name,
+            "jpeg_decode": "device" if facts.decodes_jpeg else "host",
             "batching": {
                 "max_batch_size": facts.batching.max_batch_size,
                 "max_batch_delay_ms": facts.batching.max_delay_s * 1000.0,

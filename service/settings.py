@@ -87,12 +87,18 @@ class Settings(BaseSettings):
         description="on CUDA, replay the forward pass of each warm-up batch size from a CUDA "
         "graph (batches padded up to the next size)",
     )
+    device_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="where baseline JPEGs are decoded: auto (on the engine's device when it "
+        "is CUDA), on (on the engine's device, CPU included), off (by the HTTP side, as "
+        "every other image)",
+    )
     instances: int | None = Field(
         None,
         ge=1,
         le=64,
         description="model instances (worker threads) per model; unset: 2 on a CPU engine "
-        "with two CPUs or more, else 1",
+        "with two CPUs or more for models of 100 M multiply-adds per image or more, else 1",
     )
     workers: int | None = Field(
         None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +50,9 @@ class ModelMetadata(BaseModel):
     parameters: int
     device: str
     dtype: str
+    jpeg_decode: Literal["device", "host"] = Field(
+        description="where baseline JPEGs are decoded: on the model's device, or by the HTTP side"
+    )
     batching: Batching
     metrics: dict[str, Any] | None
     weights_sha256: str

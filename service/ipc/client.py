@@ -31,6 +31,7 @@ from service.errors import EngineUnavailable, RequestTimeout, error_named
 from service.explain_terms import ExplainParams, Explanation
 from service.ipc.arena import Arena
 from service.ipc.wire import CATALOG_ID, arrays_of, frame, read_frame
+from service.jpeg import EncodedJpegs
 from service.metrics import Metrics
 from service.model_repository import RepositoryControl
 from service.registry import ModelFacts, ModelRegistry, ServedModel
@@ -174,7 +175,7 @@ class EngineLink:
         self,
         header: dict[str, Any],
         deadline: float,
-        pixels: NDArray[Any] | None = None,
+        pixels: NDArray[Any] | EncodedJpegs | None = None,
         arrival: Arrival | None = None,
     ) -> Answer:
         """Send one request, wait for its answer; raise the engine's error as its own."""
@@ -183,6 +184,9 @@ class EngineLink:
             if arrival is not None:
                 arrival.settle()
             raise EngineUnavailable("the engine process is restarting; retry shortly")
+        if isinstance(pixels, EncodedJpegs):  # the files back to back, as one uint8 array
+            joined, header["jpeg_lengths"] = pixels.joined()
+            pixels = np.frombuffer(joined, dtype=np.uint8)
         request_id = next(self._ids)
         block = self._place(header, pixels)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -267,7 +271,7 @@ class RemoteBackend:
 
     async def submit(
         self,
-        pixels: NDArray[Any],
+        pixels: NDArray[Any] | EncodedJpegs,
         *,
         deadline: float,
         capture: frozenset[str] = frozenset(),

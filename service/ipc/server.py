@@ -40,6 +40,7 @@ from service.errors import (
 from service.explain_terms import ExplainParams
 from service.ipc.arena import ArenaReader
 from service.ipc.wire import CATALOG_ID, arrays_of, frame, read_frame_from
+from service.jpeg import EncodedJpegs
 from service.loading import LocalModel, LocalModels
 from service.results import ItemResult
 
@@ -223,7 +224,7 @@ class EngineServer:
             return await self._repository(op, header), {}
         model = self._model(header)
         if op == "explain":
-            return await _explain(model, header, _input(header, payload, arena))
+            return await _explain(model, header, _pixels(header, payload, arena))
         if op == "kernels":
             return await _kernels(model, header["layer"])
         if op == "activations":
@@ -284,12 +285,21 @@ async def _kernels(model: LocalModel, name: str) -> Reply:
     return {"groups": kernels.groups}, arrays
 
 
-def _input(header: dict[str, Any], payload: bytearray, arena: ArenaReader | None) -> NDArray[Any]:
-    """The request's pixels: in the worker's arena, or in the frame when it had no room."""
+def _pixels(header: dict[str, Any], payload: bytearray, arena: ArenaReader | None) -> NDArray[Any]:
+    """The request's array: in the worker's arena, or in the frame when it had no room."""
     block = header.get("block")
     if block is not None and arena is not None:
         return arena.array(block, header["shape"], header["dtype"])
     return arrays_of(header, payload)["pixels"]
+
+
+def _input(
+    header: dict[str, Any], payload: bytearray, arena: ArenaReader | None
+) -> NDArray[Any] | EncodedJpegs:
+    """The request's pixels, or its JPEG files (sent back to back, with their lengths)."""
+    array = _pixels(header, payload, arena)
+    lengths = header.get("jpeg_lengths")
+    return array if lengths is None else EncodedJpegs.from_joined(array.data, lengths)
 
 
 def _error(exc: ServiceError) -> dict[str, Any]:

@@ -11,11 +11,14 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from numpy.typing import NDArray
 from starlette.requests import Request
 
 from service.errors import ResponseTooLarge
 from service.inference import submit_pixels
+from service.jpeg import EncodedJpegs
 from service.registry import ServedModel
 from service.results import ItemResult
 from service.state import ModelCall
@@ -106,14 +109,18 @@ async def infer(request: Request, call: ModelCall) -> Answer:
             decoded = await loop.run_in_executor(
                 executor, _decode, body, header_length, served, layers, limit
             )
-        pixels, seconds = decoded.model_input.pixels, decoded.seconds
+        pixels: NDArray[Any] | EncodedJpegs | None = decoded.model_input.pixels
+        seconds = decoded.seconds
         if decoded.model_input.images is not None:
             prepared = await call.state.pipeline.prepare(
-                served.pixels, decoded.model_input.images, call.deadline
+                served.pixels,
+                decoded.model_input.images,
+                call.deadline,
+                keep_jpegs=served.facts.decodes_jpeg,
             )
             pixels, seconds = prepared.pixels, seconds + prepared.seconds
         assert pixels is not None  # a ModelInput holds pixels or images
-        call.trace.prepared(int(pixels.shape[0]), seconds)
+        call.trace.prepared(len(pixels), seconds)
         capture = captured_layers(decoded.outputs)
         result = await submit_pixels(call, pixels, capture=capture, arrival=arrival)
     labels = served.card.labels

@@ -9,7 +9,9 @@ within a level or two of the PIL path that the CPU engines use.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -17,9 +19,17 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_image  # type: ignore[import-untyped]
 
+import models
 from models.card import InputSpec
 from models.pixels import PixelPipeline
+from service.batching import Batcher
 from service.device_decode import TensorPixels, device_decodable, jpeg_header
+from service.devices import plan_for
+from service.engine import Engine
+from service.errors import InvalidImage
+from service.jpeg import EncodedJpegs
+from service.results import ItemResult
+from tests.helpers import held_out_digits
 
 IMAGENET = InputSpec(
     channels=3,
@@ -95,3 +105,104 @@ def test_device_pixels_stay_within_a_level_or_two_of_the_pil_path(spec: InputSpe
         assert difference.mean() < 2.0, (name, difference.mean())
         assert np.percentile(difference, 99) <= 12, (name, np.percentile(difference, 99))
     print(f"mean absolute pixel difference ({spec.height}x{spec.width}): {np.mean(means):.3f}")
+
+
+def corrupt(data: bytes) -> bytes:
+    """The same header, its scan cut short: no decoder can finish it."""
+    return data[: len(data) // 2]
+
+
+def test_jpegs_cross_processes_back_to_back_and_split_like_pixels() -> None:
+    files = tuple(data for _, data in PHOTOS[:5])
+    kept = EncodedJpegs(files)
+    joined, lengths = kept.joined()
+    assert len(joined) == sum(lengths) and lengths == [len(data) for data in files]
+    assert EncodedJpegs.from_joined(memoryview(joined), lengths) == kept
+    with pytest.raises(ValueError, match="bytes of JPEG files"):
+        EncodedJpegs.from_joined(joined + b"\x00", lengths)
+    parts = kept.split(2)
+    assert [len(part) for part in parts] == [2, 2, 1]
+    assert tuple(data for part in parts for data in part.data) == files
+
+
+def test_a_file_that_no_decoder_reads_is_a_clear_invalid_image() -> None:
+    tensors = TensorPixels(IMAGENET)
+    good = PHOTOS[0][1]
+    with pytest.raises(InvalidImage, match="image 1"):
+        tensors.decode([good, corrupt(good)], torch.device("cpu"))
+
+
+class RefusesLargeFiles(TensorPixels):
+    """A device decoder that refuses files over a size, as nvJPEG refuses some it cannot do."""
+
+    def __init__(self, spec: InputSpec, limit: int) -> None:
+        super().__init__(spec)
+        self.limit = limit
+        self.calls: list[int] = []
+
+    def _decode(self, images: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+        self.calls.append(len(images))
+        if any(len(data) > self.limit for data in images):
+            raise RuntimeError("not supported by this decoder")
+        return super()._decode(images, device)
+
+
+def test_files_the_device_refuses_take_the_cpu_path_and_the_rest_stay_on_it() -> None:
+    small, large = sorted((data for _, data in PHOTOS[:3]), key=len)[:2]
+    decoder = RefusesLargeFiles(IMAGENET, limit=len(small))
+    pixels = decoder.decode([small, large], torch.device("cpu"))
+    # One batched call, then each file alone: the small one on the device decoder.
+    assert decoder.calls == [2, 1, 1]
+    assert torch.equal(pixels[0], TensorPixels(IMAGENET).decode([small], torch.device("cpu"))[0])
+    expected = PixelPipeline(IMAGENET).to_uint8(Image.open(io.BytesIO(large)))
+    assert np.array_equal(pixels[1].numpy(), expected)  # exactly the PIL path's pixels
+
+
+def digit_jpegs(count: int) -> list[bytes]:
+    digits = held_out_digits()
+    return [jpeg(image, quality=90) for image in digits.images[:count]]
+
+
+def test_the_engine_decodes_a_batch_of_jpegs_beside_pixels_sent_decoded() -> None:
+    loaded = models.load(models.default_model_path())
+    engine = Engine(loaded, plan_for("cpu", "fp32", device_decode="on"))
+    files = digit_jpegs(5)
+    decoded = TensorPixels(loaded.card.input).decode(files, torch.device("cpu"))
+    normalized = loaded.preprocess.normalize(decoded[4:])  # a V2 FP32 request's tensor
+    mixed = engine.run([EncodedJpegs(tuple(files[:2])), decoded[2:4], normalized]).probabilities
+    assert np.allclose(mixed, engine.run([decoded]).probabilities, atol=1e-6)
+    jpegs_only = engine.run([EncodedJpegs(tuple(files[:3])), EncodedJpegs(tuple(files[3:]))])
+    assert np.allclose(jpegs_only.probabilities, mixed, atol=1e-6)
+
+
+def test_a_broken_jpeg_fails_its_own_request_and_the_rest_of_its_batch_is_answered() -> None:
+    loaded = models.load(models.default_model_path())
+    engine = Engine(loaded, plan_for("cpu", "fp32", device_decode="on"))
+    batcher = Batcher("digits", [engine], max_batch_size=8, max_delay_s=0.05, max_queue_images=64)
+    files = digit_jpegs(3)
+    requests = [files[0], corrupt(files[1]), files[2]]
+    outcomes: dict[int, object] = {}
+    done = threading.Event()
+
+    def answer(index: int) -> Callable[[object], None]:
+        def settle(outcome: object) -> None:
+            outcomes[index] = outcome
+            if len(outcomes) == len(requests):
+                done.set()
+
+        return settle
+
+    deadline = time.monotonic() + 30
+    for index, data in enumerate(requests):  # queued before the worker starts: one batch
+        batcher.enqueue(EncodedJpegs((data,)), deadline=deadline, on_done=answer(index))
+    batcher.start()
+    try:
+        assert done.wait(30)
+    finally:
+        batcher.stop(5)
+    assert isinstance(outcomes[1], InvalidImage)
+    expected = engine.run([EncodedJpegs((files[0], files[2]))]).probabilities
+    for index, row in ((0, 0), (2, 1)):
+        result = outcomes[index]
+        assert isinstance(result, ItemResult)
+        assert np.allclose(result.probabilities[0], expected[row], atol=1e-6)
