@@ -38,6 +38,7 @@ from service.device_decode import TensorPixels
 from service.devices import DevicePlan
 from service.graphs import BucketedForward, cuda_graphs
 from service.jpeg import EncodedJpegs
+from service.staging import HostStaging
 
 log = logging.getLogger("service.engine")
 
@@ -79,6 +80,16 @@ class Engine:
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
         self._jpegs = TensorPixels(loaded.card.input)
+        # Each instance on a CUDA device runs on a stream of its own: one instance's
+        # transfers and forward pass overlap another's instead of queueing behind them on
+        # the default stream. Within an instance a batch is synchronous (its answers are
+        # read back at the end of `run`), so one stream carries both its copy and its compute.
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
+        self._staging = (
+            HostStaging(device, pin=True, event=torch.cuda.Event())  # type: ignore[no-untyped-call]
+            if plan.pin_memory
+            else None
+        )
 
     @property
     def device_name(self) -> str:
@@ -114,6 +125,19 @@ class Engine:
         """The batch's scores, the maps of `capture` and the summaries of `summarize` (over
         the batch's first SUMMARY_IMAGES images)."""
         started = time.perf_counter()
+        with self._on_stream():
+            return self._run(inputs, capture, summarize, started)
+
+    def _on_stream(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext() if self._stream is None else torch.cuda.stream(self._stream)
+
+    def _run(
+        self,
+        inputs: Sequence[BatchInput],
+        capture: frozenset[str],
+        summarize: frozenset[str],
+        started: float,
+    ) -> EngineOutput:
         batch = self._collate(inputs)
         captured: dict[str, torch.Tensor] = {}
         # Names come from the model's layer list (checked where the request was read).
@@ -156,13 +180,20 @@ class Engine:
         tensors = self._decoded(inputs)
         if all(t.dtype == torch.uint8 for t in tensors):
             # Ship uint8 pixels (a quarter of the bytes) and normalize on the device.
-            batch = self._to_device(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
+            batch = self._gather(tensors)
             batch = batch.to(torch.float32).mul_(self._scale).add_(self._offset)
         else:
             batch = torch.cat([self._to_device(self._as_float(t)) for t in tensors])
         if self.plan.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch.to(device)
+
+    def _gather(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """uint8 pixels as one batch on the device: from the host through the staging
+        buffer on CUDA, else concatenated where they are."""
+        if self._staging is not None and tensors[0].device.type == "cpu":
+            return self._staging.to_device(tensors)
+        return self._to_device(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
 
     def _decoded(self, inputs: Sequence[BatchInput]) -> list[torch.Tensor]:
         """The batch's tensors, its JPEGs decoded on the device in one call (uint8 pixels).

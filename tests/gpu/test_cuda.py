@@ -7,6 +7,7 @@ GPU machine. They use the real engine and batcher with the shipped model and rea
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -16,10 +17,13 @@ import torch
 
 import models
 from service.batching import Batcher
+from service.device_decode import TensorPixels
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine, EngineOutput
 from service.errors import DeviceUnavailable
+from service.jpeg import EncodedJpegs
 from tests.helpers import Digits
+from tests.service.test_device_decode import IMAGENET, PHOTOS, digit_jpegs
 
 pytestmark = [
     pytest.mark.gpu,
@@ -178,3 +182,59 @@ def test_cuda_graphs_replay_every_bucket_with_the_eager_answers(digits: Digits) 
         got = graphed.run([pixels]).probabilities
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
         assert got.shape == (count, loaded.card.num_classes)
+
+
+def test_instances_on_their_own_streams_answer_as_one_alone(digits: Digits) -> None:
+    """Two instances run at once from two threads, each on its stream through its pinned
+    staging buffer, many batches of several sizes: every answer is the lone answer."""
+    loaded = models.load(models.default_model_path())
+    plan = plan_for("cuda:0", "fp32", cuda_graphs=False)
+    instances = [Engine(loaded, plan) for _ in range(2)]
+    pixels = _pixels(loaded, digits, 48)
+    alone = instances[0].run([pixels]).probabilities
+    assert instances[0]._stream is not instances[1]._stream
+    failures: list[str] = []
+
+    def hammer(engine: Engine, offset: int) -> None:
+        for round_ in range(30):
+            size = 1 + (round_ * 7 + offset) % 48
+            start = (round_ + offset) % (49 - size)
+            got = engine.run(
+                [pixels[start : start + size // 2], pixels[start + size // 2 : start + size]]
+            )
+            if not np.allclose(got.probabilities, alone[start : start + size], atol=1e-4):
+                failures.append(f"instance {offset} round {round_}")
+
+    threads = [
+        threading.Thread(target=hammer, args=(engine, index))
+        for index, engine in enumerate(instances)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    staging = instances[0]._staging
+    assert staging is not None and staging._buffer.is_pinned()
+
+
+def test_jpegs_decode_on_the_gpu_within_a_level_or_two_of_the_cpu() -> None:
+    photos = [data for _, data in PHOTOS]
+    on_gpu = TensorPixels(IMAGENET).decode(photos, torch.device("cuda", 0))
+    on_cpu = TensorPixels(IMAGENET).decode(photos, torch.device("cpu"))
+    assert on_gpu.device.type == "cuda" and on_gpu.shape == on_cpu.shape
+    difference = (on_gpu.cpu().to(torch.int16) - on_cpu.to(torch.int16)).abs().float()
+    print(f"nvJPEG vs libjpeg-turbo, mean absolute difference: {difference.mean():.3f} levels")
+    assert difference.mean() < 2.0
+
+
+def test_the_engine_decodes_jpeg_requests_on_the_gpu(digits: Digits) -> None:
+    loaded = models.load(models.default_model_path())
+    files = digit_jpegs(6)
+    cpu = Engine(loaded, plan_for("cpu", "fp32", device_decode="on"))
+    gpu = Engine(loaded, plan_for("cuda:0", "fp32", cuda_graphs=False))
+    assert plan_for("cuda:0", "auto").decodes_jpeg  # the default on CUDA
+    expected = cpu.run([EncodedJpegs(tuple(files))]).probabilities
+    got = gpu.run([EncodedJpegs(tuple(files[:2])), EncodedJpegs(tuple(files[2:]))]).probabilities
+    np.testing.assert_allclose(got, expected, atol=2e-2)
+    assert (got.argmax(1) == expected.argmax(1)).all()
