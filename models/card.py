@@ -28,10 +28,12 @@ from models.errors import CardError
 from models.validation import summarize_errors
 
 CARD_SUFFIX = ".json"
-# The card's own format. 1: the first; 2: adds activation_profile. Cards without the
-# field are format 1 and load as they are; a card from a newer format is refused.
-CARD_FORMAT = 2
+# The card's own format. 1: the first; 2: adds activation_profile; 3: adds gpu_precision.
+# Cards without the field are format 1 and load as they are; a card from a newer format is
+# refused. A card is written in the oldest format that holds what it says (`format_needed`).
+CARD_FORMAT = 3
 WeightsFormat = Literal["state_dict", "torchscript", "export"]
+GpuPrecision = Literal["fp16", "bf16"]
 ResizePolicy = Literal["resize", "resize_center_crop"]
 
 
@@ -130,6 +132,11 @@ class ModelCard(_Strict):
         default=None,
         description="activation statistics over reference images, for drift monitoring (format 2)",
     )
+    gpu_precision: GpuPrecision | None = Field(
+        default=None,
+        description="the reduced precision it runs in on a GPU when the server's precision is "
+        "auto (format 3); unset: fp16. bf16 for a model whose activations overflow fp16",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -139,6 +146,12 @@ class ModelCard(_Strict):
             if problem is not None:
                 raise ValueError(problem)
         return value
+
+    @property
+    def format_needed(self) -> int:
+        """The oldest card format that holds this card's fields (2: the format before
+        gpu_precision, which every card written since the activation profile has)."""
+        return 3 if self.gpu_precision is not None else 2
 
     @property
     def num_classes(self) -> int:

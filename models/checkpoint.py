@@ -21,9 +21,9 @@ from torch import nn
 from models.activation_profile import ActivationProfile
 from models.architectures import build_model
 from models.card import (
-    CARD_FORMAT,
     CARD_SUFFIX,
     Architecture,
+    GpuPrecision,
     Metrics,
     ModelCard,
     Training,
@@ -85,6 +85,7 @@ def save_checkpoint(
     training: Training | None = None,
     metrics: Metrics | None = None,
     activation_profile: ActivationProfile | None = None,
+    gpu_precision: GpuPrecision | None = None,
 ) -> Path:
     """Write `<name>.pt` (a state_dict) and `<name>.json` (its card); return the card's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def save_checkpoint(
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     torch.save(state, weights_path)
     card = ModelCard(
-        card_format=CARD_FORMAT,
+        card_format=3 if gpu_precision is not None else 2,  # ModelCard.format_needed
         name=name,
         version=version,
         architecture=Architecture(name=architecture, kwargs=architecture_kwargs or {}),
@@ -106,6 +107,7 @@ def save_checkpoint(
         torch_version=torch.__version__.split("+")[0],
         created_at=datetime.now(UTC),
         activation_profile=activation_profile,
+        gpu_precision=gpu_precision,
     )
     card_path = out_dir / f"{name}{CARD_SUFFIX}"
     card.dump(card_path)

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images (an ImageFolder or a flat folder) to profile activations over, "
         f"at most {MAX_PROFILE_IMAGES} of them",
     )
+    parser.add_argument(
+        "--gpu-precision",
+        choices=("fp16", "bf16"),
+        help="the reduced precision to run in on a GPU under CNN_PRECISION=auto (default fp16; "
+        "bf16 for a model whose activations overflow fp16)",
+    )
     add_input_spec_arguments(parser)
     return parser
 
@@ -131,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             architecture=args.arch,
             version=version,
             activation_profile=profile,
+            gpu_precision=args.gpu_precision,
         )
 
     if args.repository is None:

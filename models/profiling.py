@@ -17,7 +17,7 @@ from torch import nn
 
 from models.activation_profile import ActivationProfile
 from models.activation_stats import default_profile_layers, profile_images
-from models.card import CARD_FORMAT, ModelCard
+from models.card import ModelCard
 from models.layers import feature_layers
 from models.preprocess import Preprocessor
 
@@ -54,8 +54,10 @@ def open_images(paths: Iterable[Path]) -> Iterator[Image.Image]:
 
 
 def write_profile(card_path: Path, profile: ActivationProfile) -> ModelCard:
-    """Store `profile` in an existing card (format raised to CARD_FORMAT); the weights are untouched."""
+    """Store `profile` in an existing card (its format raised to what it needs); the weights are
+    untouched."""
     card = ModelCard.read(card_path)
-    updated = card.model_copy(update={"card_format": CARD_FORMAT, "activation_profile": profile})
+    updated = card.model_copy(update={"activation_profile": profile})
+    updated = updated.model_copy(update={"card_format": updated.format_needed})
     updated.dump(card_path)
     return updated

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.card import GpuPrecision
 from service.errors import DeviceUnavailable
 from service.settings import Precision
 
@@ -74,11 +75,13 @@ def resolve_precision(
     *,
     cpu_bf16: bool = False,
     multiply_adds: int = 0,
+    card_gpu_precision: GpuPrecision | None = None,
 ) -> Precision:
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "fp16"  # autocast to fp16: the GPU's fast path
+        # Autocast to fp16, the GPU's fast path, unless the card asks for bf16 (its range).
+        return card_gpu_precision or "fp16"
     # bf16 where the CPU computes it natively and the model is big enough to gain from it;
     # top-1 answers agree with fp32 (all 5,000 MNIST digits for the default model).
     return "bf16" if cpu_bf16 and multiply_adds >= BF16_MIN_MULTIPLY_ADDS else "fp32"
@@ -91,6 +94,7 @@ def plan_for(
     multiply_adds: int = 0,
     cuda_graphs: bool = True,
     device_decode: str = "auto",
+    card_gpu_precision: GpuPrecision | None = None,
 ) -> DevicePlan:
     device = resolve_device(
         requested_device,
@@ -103,6 +107,7 @@ def plan_for(
         device,
         cpu_bf16=bool(cpu_flags() & NATIVE_BF16_FLAGS),
         multiply_adds=multiply_adds,
+        card_gpu_precision=card_gpu_precision,
     )
     return DevicePlan(
         device=device,

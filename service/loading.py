@@ -47,6 +47,7 @@ def _engines(
         multiply_adds=work,
         cuda_graphs=settings.cuda_graphs,
         device_decode=settings.device_decode,
+        card_gpu_precision=loaded.card.gpu_precision,
     )
     count = settings.instances or default_instances(plan.device.type, available_cpus(), work)
     engines = [Engine(loaded, plan, layers) for _ in range(count)]

@@ -13,6 +13,7 @@ import torch
 import models
 from models import CardError, InputSpec, build_model, save_checkpoint
 from models.activation_profile import ActivationProfile
+from models.card import CARD_FORMAT
 from models.checkpoint import sha256_file
 from models.pack import main as pack
 from models.train import main as train_main
@@ -65,7 +66,7 @@ def test_a_card_without_the_profile_still_loads(tmp_path: Path) -> None:
 
 def test_a_card_of_a_newer_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="card_format"):
-        models.load(shipped_copy(tmp_path, card_format=3))
+        models.load(shipped_copy(tmp_path, card_format=CARD_FORMAT + 1))
 
 
 def test_profile_only_rebuilds_the_shipped_profile_and_leaves_the_weights(tmp_path: Path) -> None:

@@ -56,3 +56,14 @@ def test_pack_random_init(tmp_path: Path) -> None:
     )
     assert code == 0
     assert models.load(tmp_path).card.num_classes == 5
+
+
+def test_pack_records_the_gpu_precision_a_model_asks_for(tmp_path: Path) -> None:
+    common = ["--arch", "mnist_cnn", "--random-init", "--num-classes", "10", "--input", "1x28x28"]
+    assert pack([*common, "--gpu-precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    card = models.load(tmp_path / "bf16").card
+    assert (card.gpu_precision, card.card_format) == ("bf16", 3)
+    # Without it the card stays in the format older servers read.
+    assert pack([*common, "--out", str(tmp_path / "plain")]) == 0
+    card = models.load(tmp_path / "plain").card
+    assert (card.gpu_precision, card.card_format) == (None, 2)

@@ -39,6 +39,12 @@ def test_precision_policy() -> None:
     assert resolve_precision("auto", cpu, cpu_bf16=True, multiply_adds=small) == "fp32"
     assert resolve_precision("auto", cpu, cpu_bf16=False, multiply_adds=big) == "fp32"
     assert resolve_precision("fp32", cpu, cpu_bf16=True, multiply_adds=big) == "fp32"
+    # A card may ask for bf16 on a GPU (a model whose activations overflow fp16); the
+    # server's explicit precision still wins, and a CPU goes by its own rule.
+    cuda = torch.device("cuda:0")
+    assert resolve_precision("auto", cuda, card_gpu_precision="bf16") == "bf16"
+    assert resolve_precision("fp16", cuda, card_gpu_precision="bf16") == "fp16"
+    assert resolve_precision("auto", cpu, card_gpu_precision="bf16") == "fp32"
 
 
 def test_bf16_plans_run_channels_last_on_the_cpu() -> None:
