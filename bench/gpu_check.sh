@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check, one device call of at most 8 minutes: the tests marked `gpu`, then the GPU
-# benchmark (bench/gpu_bench.py: resnet50 in-process vs the service with its HTTP workers and
-# as one process, V2 binary batches and
-# one JPEG per request at c=128). Run bench/gpu_prepare.sh first where pip works, and carry
+# The GPU check, one device call meant to end within 8 minutes (its steps' time limits add up to
+# 10, a device call's limit): the tests marked `gpu`, the device-decode parity report
+# (bench/decode_parity.py: nvJPEG vs PIL pixels and top-1 answers on a varied photo set), then the
+# GPU benchmark (bench/gpu_bench.py: resnet50 in-process vs the service with its HTTP workers and
+# as one process, V2 binary batches and one JPEG per request at c=128, that JPEG point also with
+# CNN_DEVICE_DECODE=off). Run bench/gpu_prepare.sh first where pip works, and carry
 # .whl to the GPU machine. Without an NVIDIA GPU that torch can use it refuses, exit code 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,10 @@ nvidia-smi -L | tee "$RESULTS/gpu-name.txt"
 status=0
 timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu 2>&1 | tee "$RESULTS/gpu-tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# Before the benchmark: it packs the random-init resnet50 that gpu_bench then finds in /tmp.
+timeout 90 "$PYTHON" -m bench.decode_parity --device cuda --out "$RESULTS" 2>&1 | tee "$RESULTS/decode-parity.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 timeout 270 "$PYTHON" -m bench.gpu_bench --out "$RESULTS" --hey "$HEY" 2>&1 | tee "$RESULTS/gpu-bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-echo "gpu_check: results in $RESULTS (gpu-results.json: copy to bench/gpu-results.json)"
+echo "gpu_check: results in $RESULTS (gpu-results.json and decode-parity.json: copy both to bench/)"
 exit $status
