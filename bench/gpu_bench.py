@@ -1,42 +1,44 @@
 """The GPU benchmark (run by bench/gpu_check.sh on a CUDA machine).
 
 resnet50 (random init) at 224x224: the engine in-process at its best batch,
-then the service end to end with V2 binary UINT8 batches, and with one JPEG
-per request at c=128, both under hey; the JPEG point again with
-CNN_DEVICE_DECODE=off (the HTTP workers decode in PIL), for what decoding on
-the GPU gains. Writes gpu-results.json.
+then the service end to end under hey: V2 binary UINT8 batches of 64 images at
+c=16, V2 binary UINT8 one image per request at c=128 (its p99), one 427x640
+JPEG (china.jpg, quality 90) per request at c=128 and at c=1 (its p50); the
+c=128 JPEG point again with CNN_DEVICE_DECODE=off (the HTTP workers decode in
+PIL), for what decoding on the GPU gains; then the service as one process.
+For each service: the seconds from its start to /readyz, and which of its
+processes hold GPU memory (nvidia-smi). Writes gpu-results.json.
 
-Time, against gpu_check.sh's 270 s: at the default of 12 s per point, the
-in-process sweep (4 x 4 s) and the load points (5 s of warm-up each) take about
-90 s; the rest is packing the model and three service starts, tens of seconds
-each with CUDA graphs' warm-up.
+The c=128 V2 point sends one image per request because a 64-image request at
+c=128 keeps 8,192 images in flight: at 6,127 img/s that is 1.3 s a request by
+Little's law, whatever the service does; one image a request is 21 ms.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 import models
 from bench import procs
 from bench.decode_parity import pack_random
 from bench.hey import Load, run_hey
-from bench.workloads import china_jpeg, encode
+from bench.workloads import china_jpeg
 from service.devices import plan_for
 from service.engine import Engine
 
 BATCHES = (32, 64, 128, 256)
 V2_BATCH = 64
+PHOTO = "china427x640.jpg"  # china.jpg at its own size, JPEG quality 90
 
 
 def in_process(card: Path, seconds: float) -> tuple[float, int, str]:
@@ -80,14 +82,35 @@ def gpu_node_workers() -> int:
     return max(1, min(16, (os.cpu_count() or 1) - 2))
 
 
+@dataclass(frozen=True)
+class Running:
+    """A service started for some points: its URL, its processes, how many HTTP workers."""
+
+    base: str
+    server: procs.Server
+    workers: int
+    label: str  # "14 HTTP workers, CNN_DEVICE_DECODE=off", "one process"
+
+    @property
+    def cold_start_s(self) -> float | None:
+        """Seconds from its process's start to the first 200 from /readyz."""
+        return self.server.ready_s
+
+
+def describe(workers: int, extra: Mapping[str, str]) -> str:
+    name = "one process" if workers == 1 else f"{workers} HTTP workers"
+    return ", ".join([name, *(f"{key}={value}" for key, value in extra.items())])
+
+
 @contextmanager
 def serving(
     card: Path, out: Path, batch: int, workers: int, extra: Mapping[str, str] | None = None
-) -> Iterator[str]:
-    """The service for the points inside the block: yields its base URL, stops it after."""
-    server, base = start_service(card, out, batch, workers, extra or {})
+) -> Iterator[Running]:
+    """The service for the points inside the block, stopped after it."""
+    extra = extra or {}
+    server, base = start_service(card, out, batch, workers, extra)
     try:
-        yield base
+        yield Running(base, server, workers, describe(workers, extra))
     finally:
         procs.stop(server)
 
@@ -124,38 +147,101 @@ def load_point(hey: str, load: Load, warm: float) -> dict[str, object]:
             "p99_ms": result.latency_ms(99), "failed": result.failed}  # fmt: skip
 
 
-def jpeg_point(hey: str, base: str, out: Path, seconds: float) -> dict[str, object]:
-    """One baseline JPEG (china.jpg at 224x224, quality 90) per request, c=128."""
-    photo = Image.open(io.BytesIO(china_jpeg())).convert("RGB").resize((224, 224))
-    (out / "photo224.jpg").write_bytes(encode(photo, "JPEG", quality=90))
-    jpeg = Load(f"{base}/v1/classify", out / "photo224.jpg", "image/jpeg", 128, seconds)
-    return load_point(hey, jpeg, 5)
+def write_photo(work: Path) -> Path:
+    """The JPEG every JPEG point sends: the whole 427x640 photo, decoded and resized by the
+    service, as a client's photo would be."""
+    path = work / PHOTO
+    path.write_bytes(china_jpeg())
+    return path
 
 
-def service_points(hey: str, base: str, out: Path, seconds: float) -> dict[str, object]:
-    body, head = v2_uint8_body(V2_BATCH)
-    (out / "v2.bin").write_bytes(body)
-    v2 = Load(f"{base}/v2/models/resnet50/infer", out / "v2.bin", "application/octet-stream",
-              concurrency=16, seconds=seconds,
+def jpeg_point(
+    hey: str, base: str, photo: Path, concurrency: int, seconds: float, warm: float
+) -> dict[str, object]:
+    """One JPEG per request at `concurrency`."""
+    jpeg = Load(f"{base}/v1/classify", photo, "image/jpeg", concurrency, seconds)
+    return load_point(hey, jpeg, warm)
+
+
+def v2_point(
+    hey: str, base: str, work: Path, images: int, concurrency: int, seconds: float, warm: float
+) -> dict[str, object]:
+    """V2 binary UINT8 requests of `images` images at `concurrency`; img/s added."""
+    body, head = v2_uint8_body(images)
+    path = work / f"v2x{images}.bin"
+    path.write_bytes(body)
+    v2 = Load(f"{base}/v2/models/resnet50/infer", path, "application/octet-stream",
+              concurrency=concurrency, seconds=seconds,
               headers=(f"Inference-Header-Content-Length: {head}",))  # fmt: skip
-    batch_point = load_point(hey, v2, 5)
-    print(f"service V2 binary x{V2_BATCH}: {batch_point}", flush=True)
-    jpeg = jpeg_point(hey, base, out, seconds)
-    print(f"service one JPEG per request, c=128: {jpeg}", flush=True)
+    point = load_point(hey, v2, warm)
+    return {**point, "img_s": float(str(point["req_s"])) * images}
+
+
+def batch_and_jpeg_points(
+    hey: str, base: str, work: Path, photo: Path, seconds: float
+) -> dict[str, object]:
+    """The two points every service answers: V2 batches at c=16, one JPEG at c=128."""
+    batch = v2_point(hey, base, work, V2_BATCH, 16, seconds, 5)
+    print(f"service V2 binary x{V2_BATCH}, c=16: {batch}", flush=True)
+    jpeg = jpeg_point(hey, base, photo, 128, seconds, 5)
+    print(f"service one 427x640 JPEG per request, c=128: {jpeg}", flush=True)
     return {
-        "service_batch_img_s": float(str(batch_point["req_s"])) * V2_BATCH,
-        "batch_request": f"V2 binary UINT8 [{V2_BATCH},3,224,224], c=16",
-        "service_batch": batch_point,
+        "service_batch_img_s": batch["img_s"],
+        "service_batch": batch,
         "service_jpeg_img_s": jpeg["req_s"],
         "service_jpeg": jpeg,
     }
 
 
-def cpu_decode_points(hey: str, base: str, out: Path, seconds: float) -> dict[str, object]:
+def service_points(
+    hey: str, base: str, work: Path, photo: Path, seconds: float
+) -> dict[str, object]:
+    """The default service's points: the two above, V2 at c=128, one JPEG at c=1."""
+    results = batch_and_jpeg_points(hey, base, work, photo, seconds)
+    # The service is warm from the points above: shorter warm-ups, within the time limit.
+    c128 = v2_point(hey, base, work, 1, 128, seconds, 3)
+    print(f"service V2 binary x1, c=128: {c128}", flush=True)
+    # A few seconds are thousands of requests at c=1: enough for a p50.
+    c1 = jpeg_point(hey, base, photo, 1, min(5.0, seconds), 2)
+    print(f"service one 427x640 JPEG per request, c=1: {c1}", flush=True)
+    return {
+        **results,
+        "batch_request": f"V2 binary UINT8 [{V2_BATCH},3,224,224], c=16",
+        "service_v2_c128_img_s": c128["img_s"],
+        "v2_c128_request": "V2 binary UINT8 [1,3,224,224], c=128",
+        "service_v2_c128": c128,
+        "jpeg_request": f"{PHOTO}, c=128",
+        "service_jpeg_c1_img_s": c1["req_s"],
+        "jpeg_c1_request": f"{PHOTO}, c=1",
+        "service_jpeg_c1": c1,
+    }
+
+
+def cpu_decode_points(hey: str, base: str, photo: Path, seconds: float) -> dict[str, object]:
     """The JPEG point with the HTTP workers decoding (CNN_DEVICE_DECODE=off)."""
-    point = jpeg_point(hey, base, out, seconds)
+    point = jpeg_point(hey, base, photo, 128, seconds, 5)
     print(f"service one JPEG per request, c=128, CNN_DEVICE_DECODE=off: {point}", flush=True)
     return {"service_jpeg_cpu_decode_img_s": point["req_s"], "service_jpeg_cpu_decode": point}
+
+
+def gpu_processes(running: Running) -> dict[str, object]:
+    """Which processes hold GPU memory while the service runs, and how much (MiB).
+
+    "processes": the service's own, whose count is its model copies on the one GPU (one,
+    whatever its worker count, where the engine alone holds the model); "other_processes":
+    the rest, such as this benchmark's own in-process engine, or every process where
+    nvidia-smi reports another PID namespace's ids. None: nvidia-smi absent or failing.
+    """
+    apps = procs.gpu_compute_apps()
+    found: dict[str, object] = {"workers": running.workers}
+    if apps is None:
+        return {**found, "processes": None, "other_processes": None}
+    tree = set(procs.process_tree(running.server.pid))
+    return {
+        **found,
+        "processes": [[pid, mib] for pid, mib in apps if pid in tree],
+        "other_processes": [[pid, mib] for pid, mib in apps if pid not in tree],
+    }
 
 
 def device_decode_ratio(results: Mapping[str, object]) -> float | None:
@@ -172,6 +258,14 @@ def save(out: Path, results: Mapping[str, object]) -> None:
 
 
 def main() -> int:
+    # Time on an H100 at the default 12 s points, against gpu_check.sh's 270 s for this step:
+    #   packing resnet50 (reused from decode_parity) and the in-process engine: ~15 s, its sweep
+    #     4 x (3 warm-up runs + 4 s): ~17 s;
+    #   three service starts, 10-20 s each with CUDA graphs' warm-up, and stops: 35-70 s;
+    #   the default service: V2 x64 c=16 5+12 s, V2 x1 c=128 3+12 s, JPEG c=128 5+12 s,
+    #     JPEG c=1 2+5 s: 56 s; CNN_DEVICE_DECODE=off: JPEG c=128 5+12 s: 17 s; one process:
+    #     V2 x64 and JPEG c=128 at 5+4 s each: 18 s; nvidia-smi twice: ~1 s;
+    #   in all about 160-195 s, under 250 s even with 20 s starts.
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cnn-serve-gpu"))
@@ -183,6 +277,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)  # the model and the bodies: large, not results
     card = pack_random(work / "resnet50", "resnet50")  # decode_parity's model, if it ran first
     rate, batch, precision = in_process(card, seconds=args.seconds / 3)
+    torch.cuda.empty_cache()  # the services' engines get the in-process engine's memory back
     results: dict[str, object] = {
         "device": torch.cuda.get_device_name(0),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -193,19 +288,30 @@ def main() -> int:
     }
     workers = gpu_node_workers()
     results["workers"] = workers
-    with serving(card, out, batch, workers) as base:
-        results.update(service_points(args.hey, base, work, args.seconds))
+    photo = write_photo(work)
+    starts: dict[str, float | None] = {}  # every start's seconds to /readyz, by service
+    results["cold_starts_s"] = starts
+    with serving(card, out, batch, workers) as running:
+        starts[running.label] = results["cold_start_s"] = running.cold_start_s
+        results.update(service_points(args.hey, running.base, work, photo, args.seconds))
+        results["gpu_processes"] = gpu_processes(running)  # after the load: all memory taken
     save(out, results)
     # Right after it, the same service decoding JPEGs in its HTTP workers: what the GPU's
     # decoder gains (CNN_DEVICE_DECODE=auto, the default, decodes on a CUDA engine's device).
-    with serving(card, out, batch, workers, {"CNN_DEVICE_DECODE": "off"}) as base:
-        results.update(cpu_decode_points(args.hey, base, work, args.seconds))
+    with serving(card, out, batch, workers, {"CNN_DEVICE_DECODE": "off"}) as running:
+        starts[running.label] = running.cold_start_s
+        results.update(cpu_decode_points(args.hey, running.base, photo, args.seconds))
     results["jpeg_device_decode_ratio"] = device_decode_ratio(results)
     save(out, results)
     # The single process beside it: what the HTTP workers add on this node.
-    with serving(card, out, batch, 1) as base:
-        single = service_points(args.hey, base, work, args.seconds / 3)
-        results["single_process"] = {k: single[k] for k in ("service_batch", "service_jpeg")}
+    with serving(card, out, batch, 1) as running:
+        starts[running.label] = running.cold_start_s
+        single = batch_and_jpeg_points(args.hey, running.base, work, photo, args.seconds / 3)
+        results["single_process"] = {
+            **single,
+            "cold_start_s": running.cold_start_s,
+            "gpu_processes": gpu_processes(running),
+        }
     save(out, results)
     print(json.dumps(results, indent=1))
     return 0

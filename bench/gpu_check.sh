@@ -3,9 +3,11 @@
 # 10, a device call's limit): the tests marked `gpu`, the device-decode parity report
 # (bench/decode_parity.py: nvJPEG vs PIL pixels and top-1 answers on a varied photo set), then the
 # GPU benchmark (bench/gpu_bench.py: resnet50 in-process vs the service with its HTTP workers and
-# as one process, V2 binary batches and one JPEG per request at c=128, that JPEG point also with
-# CNN_DEVICE_DECODE=off). Run bench/gpu_prepare.sh first where pip works, and carry
-# .whl to the GPU machine. Without an NVIDIA GPU that torch can use it refuses, exit code 3.
+# as one process, V2 binary batches, one image per V2 request at c=128, one 427x640 JPEG per
+# request at c=128 and c=1, the c=128 JPEG point also with CNN_DEVICE_DECODE=off; each service's
+# start to /readyz and its processes on the GPU). Run bench/gpu_prepare.sh first where pip works,
+# and carry .whl to the GPU machine. Without an NVIDIA GPU that torch can use it refuses, exit
+# code 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

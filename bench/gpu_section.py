@@ -1,13 +1,15 @@
 """The GPU section of RESULTS.md: figures from bench/gpu_check.sh, when a GPU run made them.
 
 bench/gpu_check.sh writes gpu-results.json and decode-parity.json; copied to bench/, their
-figures appear here with the card's name. Without them, the section says so; with one of
-the two, it shows what that one holds.
+figures appear here with the card's name, and each goal set for an H100 beside the figure
+that it is about: met, missed, or n/a where the run did not measure it. Without them, the
+section says so; with one of the two, it shows what that one holds.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,23 @@ TRITON_A100_IMG_S = 5411.0  # NVIDIA's published Triton ResNet-50 (TensorRT FP16
 IMG_S = (
     "inprocess_img_s",
     "service_batch_img_s",
+    "service_v2_c128_img_s",
     "service_jpeg_img_s",
     "service_jpeg_cpu_decode_img_s",
+    "service_jpeg_c1_img_s",
 )
+REQUESTS = ("batch_request", "v2_c128_request", "jpeg_request", "jpeg_c1_request")
+POINTS = ("service_batch", "service_v2_c128", "service_jpeg", "service_jpeg_cpu_decode",
+          "service_jpeg_c1")  # fmt: skip
+SINGLE_POINTS = ("service_batch", "service_jpeg")  # the service as one process
+# The goals for resnet50 on an H100: floors for throughput, ceilings for time.
+BATCH_RATIO_GOAL = 0.8  # V2 binary batches, service over the in-process ceiling
+BATCH_IMG_S_GOAL = 6127.0
+V2_P99_MS_GOAL = 50.0  # V2 binary at c=128
+JPEG_IMG_S_GOAL = 4000.0  # one 427x640 JPEG per request at c=128
+DECODE_RATIO_GOAL = 1.5  # that, over the same with CNN_DEVICE_DECODE=off
+JPEG_C1_P50_MS_GOAL = 5.0
+COLD_START_S_GOAL = 30.0  # under: from process start to /readyz
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -47,20 +63,124 @@ def _figure(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
-def _ratios(data: dict[str, Any]) -> list[str]:
-    inproc, best = data.get("inprocess_img_s"), data.get("service_batch_img_s")
-    ratios = []
-    if inproc and best:
-        ratios.append(fill("gpu-vs-inprocess", ratio=f"{best / inproc:.2f}x"))
-    if best:
-        triton = f"{TRITON_A100_IMG_S:,.0f}"
-        ratios.append(
-            fill("gpu-vs-triton", triton=triton, ratio=f"{best / TRITON_A100_IMG_S:.2f}x")
-        )
-    decode = data.get("jpeg_device_decode_ratio")
-    if isinstance(decode, int | float):
-        ratios.append(fill("gpu-device-decode", ratio=f"{decode:.2f}x"))
-    return ratios
+def _ms(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "n/a"
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _with_unit(text: str, unit: str) -> str:
+    return text if text == "n/a" else f"{text} {unit}"
+
+
+def _verdict(value: float | None, met: Callable[[float], bool]) -> str:
+    return "n/a" if value is None else "met" if met(value) else "missed"
+
+
+def _ratio(top: object, bottom: object) -> float | None:
+    over, under = _number(top), _number(bottom)
+    return over / under if over is not None and under else None
+
+
+def _latencies(prefix: str, points: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """p50 and p99 (ms) of each point, as `prefix + key + "_p50"` placeholders."""
+    cells = {}
+    for key in keys:
+        point = points.get(key)
+        point = point if isinstance(point, dict) else {}
+        cells[f"{prefix}{key}_p50"] = _ms(point.get("p50_ms"))
+        cells[f"{prefix}{key}_p99"] = _ms(point.get("p99_ms"))
+    return cells
+
+
+def _point(data: dict[str, Any], key: str, figure: str) -> float | None:
+    point = data.get(key)
+    return _number(point.get(figure)) if isinstance(point, dict) else None
+
+
+def _service_name(workers: object) -> str:
+    return "one process" if workers == 1 else f"{workers} HTTP workers"
+
+
+def _gpu_memory(services: list[object]) -> tuple[str, str]:
+    """Processes of each service holding GPU memory, and the verdict on one model copy per
+    GPU: one process each, whatever the worker count. A service none of whose processes
+    nvidia-smi lists (another PID namespace's ids, or none shown in a container) says nothing."""
+    figures, counts = [], []
+    for record in services:
+        if not isinstance(record, dict):
+            continue
+        name, processes = _service_name(record.get("workers", "?")), record.get("processes")
+        if not isinstance(processes, list):
+            figures.append(f"{name}: nvidia-smi not available")
+            continue
+        others = record.get("other_processes") or []
+        if not processes:
+            figures.append(f"{name}: none of its processes listed ({len(others)} other)")
+            continue
+        mib = sum(row[1] for row in processes if isinstance(row[1], int))
+        plural = "process" if len(processes) == 1 else "processes"
+        figures.append(f"{name}: {len(processes)} {plural}, {mib:,} MiB")
+        counts.append(len(processes))
+    verdict = "n/a" if not counts else "met" if set(counts) == {1} else "missed"
+    return "; ".join(figures) or "n/a", verdict
+
+
+def _starts(starts: object) -> str:
+    if not isinstance(starts, dict) or not starts:
+        return "n/a"
+    return "; ".join(f"{name}: {_figure(seconds, 1)} s" for name, seconds in starts.items())
+
+
+def goals(data: dict[str, Any]) -> str:
+    """The goals table: each figure against its goal, met or missed (n/a: not measured)."""
+    single = data.get("single_process")
+    single = single if isinstance(single, dict) else {}
+    batch_ratio = _ratio(data.get("service_batch_img_s"), data.get("inprocess_img_s"))
+    batch_img_s = _number(data.get("service_batch_img_s"))
+    v2_p99 = _point(data, "service_v2_c128", "p99_ms")
+    jpeg_img_s = _number(data.get("service_jpeg_img_s"))
+    decode_ratio = _number(data.get("jpeg_device_decode_ratio"))
+    jpeg_c1_p50 = _point(data, "service_jpeg_c1", "p50_ms")
+    cold_start = _number(data.get("cold_start_s"))
+    memory, memory_verdict = _gpu_memory([data.get("gpu_processes"), single.get("gpu_processes")])
+    return fill(
+        "gpu-goals",
+        batch_ratio_goal=f"{BATCH_RATIO_GOAL:.1f}x",
+        batch_ratio="n/a" if batch_ratio is None else f"{batch_ratio:.2f}x",
+        batch_ratio_verdict=_verdict(batch_ratio, lambda v: v >= BATCH_RATIO_GOAL),
+        batch_img_s_goal=_img_s(BATCH_IMG_S_GOAL),
+        batch_img_s=_with_unit(_img_s(batch_img_s), "img/s"),
+        batch_img_s_verdict=_verdict(batch_img_s, lambda v: v >= BATCH_IMG_S_GOAL),
+        v2_p99_goal=_ms(V2_P99_MS_GOAL),
+        v2_p99=_with_unit(_ms(v2_p99), "ms"),
+        v2_p99_verdict=_verdict(v2_p99, lambda v: v <= V2_P99_MS_GOAL),
+        jpeg_img_s_goal=_img_s(JPEG_IMG_S_GOAL),
+        jpeg_img_s=_with_unit(_img_s(jpeg_img_s), "img/s"),
+        jpeg_img_s_verdict=_verdict(jpeg_img_s, lambda v: v >= JPEG_IMG_S_GOAL),
+        decode_ratio_goal=f"{DECODE_RATIO_GOAL:.1f}x",
+        decode_ratio="n/a" if decode_ratio is None else f"{decode_ratio:.2f}x",
+        decode_ratio_verdict=_verdict(decode_ratio, lambda v: v >= DECODE_RATIO_GOAL),
+        jpeg_c1_p50_goal=_ms(JPEG_C1_P50_MS_GOAL),
+        jpeg_c1_p50=_with_unit(_ms(jpeg_c1_p50), "ms"),
+        jpeg_c1_p50_verdict=_verdict(jpeg_c1_p50, lambda v: v <= JPEG_C1_P50_MS_GOAL),
+        gpu_memory=memory,
+        gpu_memory_verdict=memory_verdict,
+        cold_start_goal=_figure(COLD_START_S_GOAL, 0),
+        cold_start=_with_unit(_figure(cold_start, 1), "s"),
+        cold_start_verdict=_verdict(cold_start, lambda v: v < COLD_START_S_GOAL),
+        starts=_starts(data.get("cold_starts_s")),
+    )
+
+
+def _triton(data: dict[str, Any]) -> str:
+    best = _number(data.get("service_batch_img_s"))
+    if not best:
+        return ""
+    triton = f"{TRITON_A100_IMG_S:,.0f}"
+    return fill("gpu-vs-triton", triton=triton, ratio=f"{best / TRITON_A100_IMG_S:.2f}x")
 
 
 def _model(parity: dict[str, Any]) -> str:
@@ -111,16 +231,23 @@ def gpu_section(data: dict[str, Any] | None) -> str:
         return fill("gpu-missing")
     parity = data.get("decode_parity")
     device = data.get("device") or (parity or {}).get("device", "unknown")
+    single = data.get("single_process")
+    single = single if isinstance(single, dict) else {}
+    batch = data.get("inprocess_batch")
     return fill(
         "gpu",
         **{key: _img_s(data.get(key)) for key in IMG_S},
-        **{
-            key: "" if data.get(key) is None else data[key]
-            for key in ("inprocess_batch", "batch_request")
-        },
+        **{key: "n/a" if data.get(key) is None else data[key] for key in REQUESTS},
+        **_latencies("", data, POINTS),
+        **_latencies("single_", single, SINGLE_POINTS),
+        single_batch_img_s=_img_s(single.get("service_batch_img_s")),
+        single_jpeg_img_s=_img_s(single.get("service_jpeg_img_s")),
+        inprocess_batch="" if batch is None else f"batch {batch}",
         device=device,
         date=data.get("date", ""),
         precision=data.get("precision", ""),
-        ratios="\n".join(_ratios(data)),
+        workers=data.get("workers", "n/a"),
+        goals=goals(data),
+        triton=_triton(data),
         parity=parity_paragraph(parity),
     )

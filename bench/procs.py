@@ -2,13 +2,15 @@
 
 Memory and CPU are summed over the whole process tree: TorchServe is a Java
 frontend plus Python workers, LitServe a manager plus API and inference
-processes, and each is charged for all of them.
+processes, and each is charged for all of them. On a GPU, nvidia-smi says which
+processes hold device memory, and how much.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -117,6 +119,42 @@ def http_get_text(url: str, *, timeout: float = 5.0) -> str | None:
             return str(response.read().decode("utf-8", errors="replace"))
     except (OSError, ValueError):
         return None
+
+
+GpuProcess = tuple[int, int | None]  # pid, MiB of GPU memory (None: nvidia-smi says [N/A])
+COMPUTE_APPS_QUERY = (
+    "nvidia-smi",
+    "--query-compute-apps=pid,used_memory",
+    "--format=csv,noheader,nounits",
+)
+
+
+def parse_compute_apps(text: str) -> list[GpuProcess]:
+    """nvidia-smi's `COMPUTE_APPS_QUERY` output: one "pid, MiB" line per process on a GPU.
+
+    A process on two GPUs has a line for each. Lines that are not "pid, MiB" (a message in
+    place of the rows, on some drivers) are skipped rather than failing the benchmark.
+    """
+    rows: list[GpuProcess] = []
+    for line in text.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != 2 or not fields[0].isdigit():
+            continue
+        rows.append((int(fields[0]), int(fields[1]) if fields[1].isdigit() else None))
+    return rows
+
+
+def gpu_compute_apps(*, timeout: float = 10.0) -> list[GpuProcess] | None:
+    """The processes holding GPU memory now; None where nvidia-smi is absent or fails."""
+    if shutil.which(COMPUTE_APPS_QUERY[0]) is None:
+        return None
+    try:
+        done = subprocess.run(
+            COMPUTE_APPS_QUERY, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_compute_apps(done.stdout) if done.returncode == 0 else None
 
 
 @dataclass

@@ -132,9 +132,9 @@ def test_gpu_section_shows_the_card_and_the_ratios_it_can() -> None:
     data |= {"service_batch_img_s": 3000.0, "batch_request": 64}
     text = gpu_section(data)
     assert "Card: H100;" in text
-    assert "| in-process, best batch | 4,000 | 128 |" in text
-    assert "| service, one JPEG per request, c=128 | n/a |  |" in text
-    assert "Service over in-process: 0.75x (target >= 0.8x)." in text
+    assert "| in-process, best batch | 4,000 | batch 128 |  |  |" in text
+    assert "| service, one JPEG per request | n/a | n/a | n/a | n/a |" in text
+    assert "service over in-process >= 0.8x | 0.75x | missed |" in text
     assert "5,411 img/s): 0.55x." in text
 
 
