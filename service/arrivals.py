@@ -9,9 +9,8 @@ upload that stalls must not make every lone request wait out the delay.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -39,18 +38,14 @@ class Arrivals:
         ticket.arrive()
         return ticket
 
-    @contextlib.contextmanager
-    def incoming(self, arrival: Arrival | None = None) -> Iterator[Arrival]:
-        """The request's arrival ticket (made here unless the server made one on arrival).
+    def incoming(self, arrival: Arrival | None = None) -> Arrival:
+        """The request's arrival ticket (made here unless the server made one on arrival),
+        for a `with` block.
 
         Pass it to the model's `submit`: it settles right after the request is queued.
-        A request that ends before that (a bad image, say) settles on leaving this block.
+        A request that ends before that (a bad image, say) settles on leaving the block.
         """
-        ticket = arrival or self.arrive()
-        try:
-            yield ticket
-        finally:
-            ticket.settle()
+        return arrival or self.arrive()
 
     def ticket(self) -> Arrival:
         """A ticket for a request whose body is still on its way: counted once it `arrive`s."""
@@ -94,3 +89,10 @@ class Arrival:
             self.settled = True
             if self.arrived:
                 self.arrivals._settle()
+
+    # A context manager of its own (not contextlib's generator): entered on every request.
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.settle()

@@ -89,6 +89,8 @@ class Deliverer(Protocol):
 
 def split_input(pixels: BatchInput, size: int) -> Sequence[BatchInput]:
     """Slices of at most `size` images, in order."""
+    if len(pixels) <= size:
+        return [pixels]  # most requests: no slicing to pay for
     if isinstance(pixels, EncodedJpegs):
         return pixels.split(size)
     return torch.split(pixels, size)

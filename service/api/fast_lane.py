@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,13 +42,22 @@ async def _infer(request: Request, call: ModelCall, top_k: int | None) -> Respon
     return await infer_response(request, call)
 
 
-def _lane(path: str) -> re.Pattern[str]:
-    pattern, _, _ = compile_path(path)
-    return pattern
+@dataclass(frozen=True)
+class LaneRoute:
+    """What a routed request carries as its route: here, only its template
+    (service.observability.route_template reads `path_format` for the endpoint label)."""
+
+    path_format: str
+    pattern: re.Pattern[str]
 
 
-# Path pattern, handler, whether it takes top_k.
-LANES: tuple[tuple[re.Pattern[str], Handler, bool], ...] = (
+def _lane(path: str) -> LaneRoute:
+    pattern, path_format, _ = compile_path(path)
+    return LaneRoute(path_format, pattern)
+
+
+# The route, handler, whether it takes top_k.
+LANES: tuple[tuple[LaneRoute, Handler, bool], ...] = (
     (_lane("/v1/classify"), _classify, True),
     (_lane("/v1/models/{name}/classify"), _classify, True),
     (_lane("/v1/models/{name}/versions/{version}/classify"), _classify, True),
@@ -74,14 +84,17 @@ class FastLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            for pattern, handler, takes_top_k in LANES:
-                match = pattern.match(scope["path"])
+            for route, handler, takes_top_k in LANES:
+                match = route.pattern.match(scope["path"])
                 if match is None:
                     continue
                 query = scope["query_string"].decode("latin-1")
                 handled, top_k = _top_k(query, takes_top_k)
                 if handled:
-                    await self._answer(scope, receive, send, handler, match, top_k)
+                    # As the router would: the request carries its route and parameters,
+                    # so observability need not match the path against every route again.
+                    scope["route"], scope["path_params"] = route, match.groupdict()
+                    await self._answer(scope, receive, send, handler, top_k)
                     return
                 break
         await self.app(scope, receive, send)
@@ -92,11 +105,10 @@ class FastLane:
         receive: Receive,
         send: Send,
         handler: Handler,
-        match: re.Match[str],
         top_k: int | None,
     ) -> None:
         request = Request(scope, receive, send)
-        params = match.groupdict()
+        params = scope["path_params"]
         try:
             call = model_call_for(request, params.get("name"), params.get("version"))
             response = await handler(request, call, top_k)
