@@ -115,14 +115,14 @@ class Plan:
         return {
             "warm-up per point": f"{self.warm_s:g} s (hey, same load, not recorded)",
             "measured per point": f"{self.point_s:g} s (hey -z)",
-            "torch threads (every server, the ceilings)": self.threads,
+            "OMP threads (every server, the ceilings)": self.threads,
             "W1 concurrency": ", ".join(map(str, self.w1_concurrency)),
             "W1 concurrency, Triton": ", ".join(map(str, self.triton_concurrency)),
             "W1 V2 binary concurrency (cnn-serve)": ", ".join(map(str, self.w1v2_concurrency)),
             "W1 64 images/request concurrency": self.w1x64_concurrency,
             "W2 concurrency": ", ".join(map(str, self.w2_concurrency)),
-            "cnn-serve": "defaults (max batch 32, delay 5 ms, preprocess workers = cores), "
-            "CNN_TORCH_THREADS set",
+            "cnn-serve": "defaults (max batch 32, delay 5 ms, preprocess workers = cores, "
+            "torch threads = cores less one)",
             "TorchServe": "1 worker, batchSize 32, maxBatchDelay 10 ms, token auth off",
             "Triton": f"PyTriton, 1 instance, max_batch_size {servers.TRITON_MAX_BATCH}, "
             f"max_queue_delay {servers.TRITON_QUEUE_DELAY_US} us; W1 only",

@@ -67,7 +67,8 @@ class ServerKind:
 
 
 def _cpu_env(threads: int) -> dict[str, str]:
-    # Every server, ours and the peers, gets the same intra-op thread count.
+    # Every server, ours and the peers, gets the machine's CPUs as its OpenMP thread count;
+    # cnn-serve sizes its torch pool from its CPUs by its own default (they less one).
     return {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(PEERS_DIR)}
 
 
@@ -96,7 +97,7 @@ def _ours(kind: ServerKind, workload: Workload, workdir: Path, threads: int) -> 
     ]
     env = {
         **_cpu_env(threads),
-        "CNN_TORCH_THREADS": str(threads),
+        # Its own default: the CPUs less one for torch (`threads` is the machine's CPUs).
         "CNN_LOG_LEVEL": "warning",
         **kind.env,
     }

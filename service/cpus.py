@@ -37,6 +37,17 @@ def available_cpus(root: Path = CGROUP) -> int:
     return max(1, min(affinity, math.ceil(quota))) if quota else max(1, affinity)
 
 
+def default_torch_threads(cpus: int) -> int:
+    """Every CPU but one for the forward passes: the other is the HTTP side's (the event
+    loop, the decoding threads), which a full-width intra-op pool would fight for.
+
+    On 2 cores (bench/RESULTS.md) one torch thread instead of two gave the digits model
+    +7% req/s at 64 concurrent single images and +8% img/s at 64 images per request, at
+    7% less CPU per request, and resnet18 (two instances) +2% img/s at 32 photos.
+    """
+    return max(1, cpus - 1)
+
+
 # Up to this many CPUs one process serves best (bench/RESULTS.md, 2 cores: one process
 # answered 3,170 req/s at c=64 where two HTTP workers and the engine answered 2,495).
 SINGLE_PROCESS_CPUS = 2

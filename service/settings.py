@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.weights import DEFAULT_MODEL_NAME, default_model_path
+from service.cpus import available_cpus, default_torch_threads
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -50,7 +51,11 @@ def _read_key(path: Path) -> str:
 
 
 def _default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return available_cpus()
+
+
+def _default_torch_threads() -> int:
+    return default_torch_threads(available_cpus())
 
 
 class Settings(BaseSettings):
@@ -109,7 +114,10 @@ class Settings(BaseSettings):
         "1 on a single CPU",
     )
     torch_threads: int = Field(
-        default_factory=_default_threads, ge=1, description="torch intra-op threads"
+        default_factory=_default_torch_threads,
+        ge=1,
+        description="torch intra-op threads; unset: the CPUs this process may use, less one "
+        "(at least 1)",
     )
     preprocess_workers: int = Field(
         default_factory=_default_threads,

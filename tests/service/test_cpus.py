@@ -11,8 +11,10 @@ from service.cpus import (
     SINGLE_PROCESS_CPUS,
     available_cpus,
     default_instances,
+    default_torch_threads,
     default_workers,
 )
+from service.settings import Settings
 
 
 def _v2(root: Path, text: str) -> Path:
@@ -77,3 +79,10 @@ def test_two_instances_for_a_large_model_on_a_cpu_engine_with_two_cpus(
     device_type: str, cpus: int, work: int, expected: int
 ) -> None:
     assert default_instances(device_type, cpus, work) == expected
+
+
+def test_torch_takes_every_cpu_but_one_for_the_http_side() -> None:
+    assert [default_torch_threads(cpus) for cpus in (1, 2, 3, 16)] == [1, 1, 2, 15]
+    # The setting's default follows the CPUs this process may use (quota included).
+    assert Settings().torch_threads == default_torch_threads(available_cpus())
+    assert Settings().preprocess_workers == available_cpus()
