@@ -148,6 +148,8 @@ class Batcher:
                 arrival.settle()  # after queueing: a worker may briefly wait for it, never miss it
         try:
             async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.monotonic())):
+                if len(futures) == 1:  # most requests: no gathering future to build
+                    return await futures[0]
                 return ItemResult.concat(await asyncio.gather(*futures))
         except TimeoutError:
             waited = time.monotonic() - items[0].enqueued_at

@@ -11,7 +11,6 @@ import hmac
 from collections.abc import Iterable
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -168,15 +167,29 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON_HEADERS.items():
-                    headers.setdefault(name, value)
-                is_html = headers.get("content-type", "").startswith("text/html")
-                if is_html and page_policy:
-                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
+                message = {**message, "headers": _with_common(message, page_policy)}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+_COMMON_RAW = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in COMMON_HEADERS.items()
+)
+_CSP_RAW = (b"content-security-policy", PAGE_CSP.encode("latin-1"))
+
+
+def _with_common(message: Message, page_policy: bool) -> list[tuple[bytes, bytes]]:
+    """The answer's headers plus the common ones it does not set itself (and the page
+    policy for HTML), on raw header pairs: this runs on every response."""
+    headers = list(message.get("headers", ()))
+    present = {name.lower(): value for name, value in headers}
+    headers.extend(pair for pair in _COMMON_RAW if pair[0] not in present)
+    is_html = present.get(b"content-type", b"").startswith(b"text/html")
+    if is_html and page_policy and _CSP_RAW[0] not in present:
+        headers.append(_CSP_RAW)
+    return headers
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
