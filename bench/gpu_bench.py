@@ -12,6 +12,14 @@ processes hold GPU memory (nvidia-smi). Writes gpu-results.json.
 The c=128 V2 point sends one image per request because a 64-image request at
 c=128 keeps 8,192 images in flight: at 6,127 img/s that is 1.3 s a request by
 Little's law, whatever the service does; one image a request is 21 ms.
+
+`--device cpu` rehearses the same flow on a machine without a GPU, every step
+the GPU run takes, with batches a CPU answers in well under a second (PROFILES)
+and two HTTP workers; nvidia-smi is absent there, so its queries record None.
+Its gpu-results.json says "device": "cpu", and bench/gpu_section.py neither
+loads it into RESULTS.md nor judges the H100 goals on it:
+
+    python -m bench.gpu_bench --device cpu --arch resnet18 --seconds 2 --out /tmp/gpu-rehearsal
 """
 
 from __future__ import annotations
@@ -36,17 +44,47 @@ from bench.workloads import china_jpeg
 from service.devices import plan_for
 from service.engine import Engine
 
-BATCHES = (32, 64, 128, 256)
-V2_BATCH = 64
 PHOTO = "china427x640.jpg"  # china.jpg at its own size, JPEG quality 90
+DEFAULT_SECONDS = 12.0  # per load point; the warm-ups below are sized for it
+ARCHS = ("resnet50", "resnet18")  # the random-init models bench/decode_parity.py packs too
 
 
-def in_process(card: Path, seconds: float) -> tuple[float, int, str]:
+@dataclass(frozen=True)
+class Profile:
+    """What the GPU run and its CPU rehearsal do differently."""
+
+    device: str  # the in-process engine's and the services' CNN_DEVICE
+    batches: tuple[int, ...]  # the in-process sweep; the best one is the services' max batch
+    v2_batch: int  # images per V2 batch request, at c=16
+
+    def workers(self) -> int:
+        """HTTP workers of the default service: a GPU node's rule, or two on a CPU (the
+        multi-worker path, beside the engine's cores)."""
+        return gpu_node_workers() if self.device == "cuda" else 2
+
+    def device_name(self) -> str:
+        """The card's name; "cpu" for a rehearsal, whose figures are no GPU's."""
+        return torch.cuda.get_device_name(0) if self.device == "cuda" else "cpu"
+
+    def release_memory(self) -> None:
+        """The services' engines get the in-process engine's GPU memory back."""
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+PROFILES = {
+    "cuda": Profile("cuda", batches=(32, 64, 128, 256), v2_batch=64),
+    # 16 V2 requests of 8 images keep 128 images in flight: about a second on two cores.
+    "cpu": Profile("cpu", batches=(8, 16), v2_batch=8),
+}
+
+
+def in_process(card: Path, profile: Profile, seconds: float) -> tuple[float, int, str]:
     """Best img/s of the service's own engine, uint8 pixels from host memory to answers."""
-    plan = plan_for("cuda", "auto")
+    plan = plan_for(profile.device, "auto")
     engine = Engine(models.load(card), plan)
     best = (0.0, 0)
-    for batch in BATCHES:
+    for batch in profile.batches:
         pixels = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
         for _ in range(3):
             engine.run([pixels])
@@ -102,34 +140,47 @@ def describe(workers: int, extra: Mapping[str, str]) -> str:
     return ", ".join([name, *(f"{key}={value}" for key, value in extra.items())])
 
 
+@dataclass(frozen=True)
+class Model:
+    """The packed card every service serves, under its architecture's name, on its device."""
+
+    card: Path
+    name: str
+    device: str
+
+
 @contextmanager
 def serving(
-    card: Path, out: Path, batch: int, workers: int, extra: Mapping[str, str] | None = None
+    model: Model, out: Path, batch: int, workers: int, extra: Mapping[str, str] | None = None
 ) -> Iterator[Running]:
     """The service for the points inside the block, stopped after it."""
     extra = extra or {}
-    server, base = start_service(card, out, batch, workers, extra)
+    server, base = start_service(model, out, batch, workers, extra)
     try:
         yield Running(base, server, workers, describe(workers, extra))
     finally:
         procs.stop(server)
 
 
-def start_service(
-    card: Path, out: Path, batch: int, workers: int, extra: Mapping[str, str]
-) -> tuple[procs.Server, str]:
-    port = procs.free_port()
-    env = {
+def service_env(model: Model, batch: int, workers: int, extra: Mapping[str, str]) -> dict[str, str]:
+    return {
         "CNN_WORKERS": str(workers),
         "CNN_TORCH_THREADS": "2",
-        "CNN_MODELS": f"resnet50={card}",
-        "CNN_DEVICE": "cuda",
+        "CNN_MODELS": f"{model.name}={model.card}",
+        "CNN_DEVICE": model.device,
         "CNN_MAX_BATCH_SIZE": str(batch),
         "CNN_MAX_QUEUE_SIZE": "8192",
         "CNN_PREPROCESS_WORKERS": str(min(16, os.cpu_count() or 1)),
         "CNN_LOG_LEVEL": "warning",
         **extra,
     }
+
+
+def start_service(
+    model: Model, out: Path, batch: int, workers: int, extra: Mapping[str, str]
+) -> tuple[procs.Server, str]:
+    port = procs.free_port()
+    env = service_env(model, batch, workers, extra)
     command = [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port)]
     tag = "".join(f"-{key.removeprefix('CNN_').lower()}-{value}" for key, value in extra.items())
     log_path = out / f"gpu-server-{workers}-workers{tag}.log"
@@ -155,35 +206,51 @@ def write_photo(work: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Client:
+    """How the load points are sent: hey, the bodies' folder, the photo, the model's name
+    in V2 URLs, the V2 batch size, and the seconds of a full point."""
+
+    hey: str
+    work: Path
+    photo: Path
+    model: str
+    v2_batch: int
+    seconds: float
+
+    def warm(self, seconds: float) -> float:
+        """A warm-up sized for DEFAULT_SECONDS points, shorter in proportion for shorter ones."""
+        return seconds * min(1.0, self.seconds / DEFAULT_SECONDS)
+
+
 def jpeg_point(
-    hey: str, base: str, photo: Path, concurrency: int, seconds: float, warm: float
+    client: Client, base: str, concurrency: int, seconds: float, warm: float
 ) -> dict[str, object]:
     """One JPEG per request at `concurrency`."""
-    jpeg = Load(f"{base}/v1/classify", photo, "image/jpeg", concurrency, seconds)
-    return load_point(hey, jpeg, warm)
+    jpeg = Load(f"{base}/v1/classify", client.photo, "image/jpeg", concurrency, seconds)
+    return load_point(client.hey, jpeg, client.warm(warm))
 
 
 def v2_point(
-    hey: str, base: str, work: Path, images: int, concurrency: int, seconds: float, warm: float
+    client: Client, base: str, images: int, concurrency: int, seconds: float, warm: float
 ) -> dict[str, object]:
     """V2 binary UINT8 requests of `images` images at `concurrency`; img/s added."""
     body, head = v2_uint8_body(images)
-    path = work / f"v2x{images}.bin"
+    path = client.work / f"v2x{images}.bin"
     path.write_bytes(body)
-    v2 = Load(f"{base}/v2/models/resnet50/infer", path, "application/octet-stream",
+    v2 = Load(f"{base}/v2/models/{client.model}/infer", path, "application/octet-stream",
               concurrency=concurrency, seconds=seconds,
               headers=(f"Inference-Header-Content-Length: {head}",))  # fmt: skip
-    point = load_point(hey, v2, warm)
+    point = load_point(client.hey, v2, client.warm(warm))
     return {**point, "img_s": float(str(point["req_s"])) * images}
 
 
-def batch_and_jpeg_points(
-    hey: str, base: str, work: Path, photo: Path, seconds: float
-) -> dict[str, object]:
+def batch_and_jpeg_points(client: Client, base: str, seconds: float) -> dict[str, object]:
     """The two points every service answers: V2 batches at c=16, one JPEG at c=128."""
-    batch = v2_point(hey, base, work, V2_BATCH, 16, seconds, 5)
-    print(f"service V2 binary x{V2_BATCH}, c=16: {batch}", flush=True)
-    jpeg = jpeg_point(hey, base, photo, 128, seconds, 5)
+    images = client.v2_batch
+    batch = v2_point(client, base, images, 16, seconds, 5)
+    print(f"service V2 binary x{images}, c=16: {batch}", flush=True)
+    jpeg = jpeg_point(client, base, 128, seconds, 5)
     print(f"service one 427x640 JPEG per request, c=128: {jpeg}", flush=True)
     return {
         "service_batch_img_s": batch["img_s"],
@@ -193,20 +260,19 @@ def batch_and_jpeg_points(
     }
 
 
-def service_points(
-    hey: str, base: str, work: Path, photo: Path, seconds: float
-) -> dict[str, object]:
+def service_points(client: Client, base: str) -> dict[str, object]:
     """The default service's points: the two above, V2 at c=128, one JPEG at c=1."""
-    results = batch_and_jpeg_points(hey, base, work, photo, seconds)
+    seconds = client.seconds
+    results = batch_and_jpeg_points(client, base, seconds)
     # The service is warm from the points above: shorter warm-ups, within the time limit.
-    c128 = v2_point(hey, base, work, 1, 128, seconds, 3)
+    c128 = v2_point(client, base, 1, 128, seconds, 3)
     print(f"service V2 binary x1, c=128: {c128}", flush=True)
     # A few seconds are thousands of requests at c=1: enough for a p50.
-    c1 = jpeg_point(hey, base, photo, 1, min(5.0, seconds), 2)
+    c1 = jpeg_point(client, base, 1, min(5.0, seconds), 2)
     print(f"service one 427x640 JPEG per request, c=1: {c1}", flush=True)
     return {
         **results,
-        "batch_request": f"V2 binary UINT8 [{V2_BATCH},3,224,224], c=16",
+        "batch_request": f"V2 binary UINT8 [{client.v2_batch},3,224,224], c=16",
         "service_v2_c128_img_s": c128["img_s"],
         "v2_c128_request": "V2 binary UINT8 [1,3,224,224], c=128",
         "service_v2_c128": c128,
@@ -217,9 +283,9 @@ def service_points(
     }
 
 
-def cpu_decode_points(hey: str, base: str, photo: Path, seconds: float) -> dict[str, object]:
+def cpu_decode_points(client: Client, base: str) -> dict[str, object]:
     """The JPEG point with the HTTP workers decoding (CNN_DEVICE_DECODE=off)."""
-    point = jpeg_point(hey, base, photo, 128, seconds, 5)
+    point = jpeg_point(client, base, 128, client.seconds, 5)
     print(f"service one JPEG per request, c=128, CNN_DEVICE_DECODE=off: {point}", flush=True)
     return {"service_jpeg_cpu_decode_img_s": point["req_s"], "service_jpeg_cpu_decode": point}
 
@@ -266,47 +332,61 @@ def main() -> int:
     #     JPEG c=1 2+5 s: 56 s; CNN_DEVICE_DECODE=off: JPEG c=128 5+12 s: 17 s; one process:
     #     V2 x64 and JPEG c=128 at 5+4 s each: 18 s; nvidia-smi twice: ~1 s;
     #   in all about 160-195 s, under 250 s even with 20 s starts.
+    # The CPU rehearsal (--device cpu --arch resnet18 --seconds 2) on two cores: ~50 s, its
+    #   starts ~4 s each.
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cnn-serve-gpu"))
     parser.add_argument("--hey", default="hey")
-    parser.add_argument("--seconds", type=float, default=12.0, help="per load point")
+    parser.add_argument(
+        "--seconds", type=float, default=DEFAULT_SECONDS,
+        help="per load point; the warm-ups shrink in proportion below the default",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", choices=tuple(PROFILES), default="cuda",
+        help="cpu: a rehearsal of the flow on a machine without a GPU (no GPU figures)",
+    )  # fmt: skip
+    parser.add_argument("--arch", choices=ARCHS, default="resnet50")
     args = parser.parse_args()
+    profile: Profile = PROFILES[args.device]
     out, work = args.out.resolve(), args.work.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)  # the model and the bodies: large, not results
-    card = pack_random(work / "resnet50", "resnet50")  # decode_parity's model, if it ran first
-    rate, batch, precision = in_process(card, seconds=args.seconds / 3)
-    torch.cuda.empty_cache()  # the services' engines get the in-process engine's memory back
+    card = pack_random(work / args.arch, args.arch)  # decode_parity's model, if it ran first
+    rate, batch, precision = in_process(card, profile, seconds=args.seconds / 3)
+    profile.release_memory()
     results: dict[str, object] = {
-        "device": torch.cuda.get_device_name(0),
+        "device": profile.device_name(),
+        "device_type": profile.device,  # "cpu": a rehearsal, its figures no GPU's
+        "arch": args.arch,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "torch": torch.__version__,
         "precision": f"precision {precision}",
         "inprocess_img_s": rate,
         "inprocess_batch": batch,
     }
-    workers = gpu_node_workers()
+    workers = profile.workers()
     results["workers"] = workers
-    photo = write_photo(work)
+    model = Model(card, args.arch, profile.device)
+    client = Client(args.hey, work, write_photo(work), args.arch, profile.v2_batch, args.seconds)
     starts: dict[str, float | None] = {}  # every start's seconds to /readyz, by service
     results["cold_starts_s"] = starts
-    with serving(card, out, batch, workers) as running:
+    with serving(model, out, batch, workers) as running:
         starts[running.label] = results["cold_start_s"] = running.cold_start_s
-        results.update(service_points(args.hey, running.base, work, photo, args.seconds))
+        results.update(service_points(client, running.base))
         results["gpu_processes"] = gpu_processes(running)  # after the load: all memory taken
     save(out, results)
     # Right after it, the same service decoding JPEGs in its HTTP workers: what the GPU's
     # decoder gains (CNN_DEVICE_DECODE=auto, the default, decodes on a CUDA engine's device).
-    with serving(card, out, batch, workers, {"CNN_DEVICE_DECODE": "off"}) as running:
+    with serving(model, out, batch, workers, {"CNN_DEVICE_DECODE": "off"}) as running:
         starts[running.label] = running.cold_start_s
-        results.update(cpu_decode_points(args.hey, running.base, photo, args.seconds))
+        results.update(cpu_decode_points(client, running.base))
     results["jpeg_device_decode_ratio"] = device_decode_ratio(results)
     save(out, results)
     # The single process beside it: what the HTTP workers add on this node.
-    with serving(card, out, batch, 1) as running:
+    with serving(model, out, batch, 1) as running:
         starts[running.label] = running.cold_start_s
-        single = batch_and_jpeg_points(args.hey, running.base, work, photo, args.seconds / 3)
+        single = batch_and_jpeg_points(client, running.base, args.seconds / 3)
         results["single_process"] = {
             **single,
             "cold_start_s": running.cold_start_s,

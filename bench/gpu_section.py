@@ -4,12 +4,16 @@ bench/gpu_check.sh writes gpu-results.json and decode-parity.json; copied to ben
 figures appear here with the card's name, and each goal set for an H100 beside the figure
 that it is about: met, missed, or n/a where the run did not measure it. Without them, the
 section says so; with one of the two, it shows what that one holds.
+
+A CPU rehearsal of bench/gpu_bench.py (`--device cpu`, "device": "cpu" in its
+gpu-results.json) is no GPU run: load_gpu_results leaves it out of RESULTS.md, and rendered
+on purpose it says so above its figures and judges no goal on them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ JPEG_IMG_S_GOAL = 4000.0  # one 427x640 JPEG per request at c=128
 DECODE_RATIO_GOAL = 1.5  # that, over the same with CNN_DEVICE_DECODE=off
 JPEG_C1_P50_MS_GOAL = 5.0
 COLD_START_S_GOAL = 30.0  # under: from process start to /readyz
+NOT_JUDGED = "not judged"  # a CPU rehearsal's figures against the H100 goals
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -47,9 +52,18 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_gpu_results(path: Path = GPU_RESULTS) -> dict[str, Any] | None:
-    """gpu-results.json, with decode-parity.json from the same folder under "decode_parity"."""
+def is_rehearsal(data: Mapping[str, Any]) -> bool:
+    """gpu-results.json from a CPU rehearsal (bench/gpu_bench.py --device cpu): no GPU's figures."""
+    return data.get("device_type", "cuda") != "cuda" or data.get("device") == "cpu"
+
+
+def load_gpu_results(path: Path = GPU_RESULTS, *, rehearsal: bool = False) -> dict[str, Any] | None:
+    """gpu-results.json, with decode-parity.json from the same folder under "decode_parity".
+
+    A CPU rehearsal's gpu-results.json counts as absent unless `rehearsal` (to look at one)."""
     data, parity = _read(path), _read(path.with_name(DECODE_PARITY))
+    if data is not None and is_rehearsal(data) and not rehearsal:
+        data = None
     if data is None and parity is None:
         return None
     return {**(data or {}), **({"decode_parity": parity} if parity else {})}
@@ -146,38 +160,43 @@ def goals(data: dict[str, Any]) -> str:
     jpeg_c1_p50 = _point(data, "service_jpeg_c1", "p50_ms")
     cold_start = _number(data.get("cold_start_s"))
     memory, memory_verdict = _gpu_memory([data.get("gpu_processes"), single.get("gpu_processes")])
+    judged = not is_rehearsal(data)
+
+    def verdict(value: float | None, met: Callable[[float], bool]) -> str:
+        return _verdict(value, met) if judged else NOT_JUDGED
+
     return fill(
         "gpu-goals",
         batch_ratio_goal=f"{BATCH_RATIO_GOAL:.1f}x",
         batch_ratio="n/a" if batch_ratio is None else f"{batch_ratio:.2f}x",
-        batch_ratio_verdict=_verdict(batch_ratio, lambda v: v >= BATCH_RATIO_GOAL),
+        batch_ratio_verdict=verdict(batch_ratio, lambda v: v >= BATCH_RATIO_GOAL),
         batch_img_s_goal=_img_s(BATCH_IMG_S_GOAL),
         batch_img_s=_with_unit(_img_s(batch_img_s), "img/s"),
-        batch_img_s_verdict=_verdict(batch_img_s, lambda v: v >= BATCH_IMG_S_GOAL),
+        batch_img_s_verdict=verdict(batch_img_s, lambda v: v >= BATCH_IMG_S_GOAL),
         v2_p99_goal=_ms(V2_P99_MS_GOAL),
         v2_p99=_with_unit(_ms(v2_p99), "ms"),
-        v2_p99_verdict=_verdict(v2_p99, lambda v: v <= V2_P99_MS_GOAL),
+        v2_p99_verdict=verdict(v2_p99, lambda v: v <= V2_P99_MS_GOAL),
         jpeg_img_s_goal=_img_s(JPEG_IMG_S_GOAL),
         jpeg_img_s=_with_unit(_img_s(jpeg_img_s), "img/s"),
-        jpeg_img_s_verdict=_verdict(jpeg_img_s, lambda v: v >= JPEG_IMG_S_GOAL),
+        jpeg_img_s_verdict=verdict(jpeg_img_s, lambda v: v >= JPEG_IMG_S_GOAL),
         decode_ratio_goal=f"{DECODE_RATIO_GOAL:.1f}x",
         decode_ratio="n/a" if decode_ratio is None else f"{decode_ratio:.2f}x",
-        decode_ratio_verdict=_verdict(decode_ratio, lambda v: v >= DECODE_RATIO_GOAL),
+        decode_ratio_verdict=verdict(decode_ratio, lambda v: v >= DECODE_RATIO_GOAL),
         jpeg_c1_p50_goal=_ms(JPEG_C1_P50_MS_GOAL),
         jpeg_c1_p50=_with_unit(_ms(jpeg_c1_p50), "ms"),
-        jpeg_c1_p50_verdict=_verdict(jpeg_c1_p50, lambda v: v <= JPEG_C1_P50_MS_GOAL),
+        jpeg_c1_p50_verdict=verdict(jpeg_c1_p50, lambda v: v <= JPEG_C1_P50_MS_GOAL),
         gpu_memory=memory,
-        gpu_memory_verdict=memory_verdict,
+        gpu_memory_verdict=memory_verdict if judged else NOT_JUDGED,
         cold_start_goal=_figure(COLD_START_S_GOAL, 0),
         cold_start=_with_unit(_figure(cold_start, 1), "s"),
-        cold_start_verdict=_verdict(cold_start, lambda v: v < COLD_START_S_GOAL),
+        cold_start_verdict=verdict(cold_start, lambda v: v < COLD_START_S_GOAL),
         starts=_starts(data.get("cold_starts_s")),
     )
 
 
 def _triton(data: dict[str, Any]) -> str:
     best = _number(data.get("service_batch_img_s"))
-    if not best:
+    if not best or is_rehearsal(data):
         return ""
     triton = f"{TRITON_A100_IMG_S:,.0f}"
     return fill("gpu-vs-triton", triton=triton, ratio=f"{best / TRITON_A100_IMG_S:.2f}x")
@@ -234,6 +253,8 @@ def gpu_section(data: dict[str, Any] | None) -> str:
     single = data.get("single_process")
     single = single if isinstance(single, dict) else {}
     batch = data.get("inprocess_batch")
+    model = data.get("arch") or "resnet50"
+    rehearsal = fill("gpu-rehearsal", model=model) if is_rehearsal(data) else ""
     return fill(
         "gpu",
         **{key: _img_s(data.get(key)) for key in IMG_S},
@@ -243,7 +264,9 @@ def gpu_section(data: dict[str, Any] | None) -> str:
         single_batch_img_s=_img_s(single.get("service_batch_img_s")),
         single_jpeg_img_s=_img_s(single.get("service_jpeg_img_s")),
         inprocess_batch="" if batch is None else f"batch {batch}",
+        rehearsal=rehearsal,
         device=device,
+        model=model,
         date=data.get("date", ""),
         precision=data.get("precision", ""),
         workers=data.get("workers", "n/a"),

@@ -152,3 +152,36 @@ def test_decode_parity_alone_still_shows(tmp_path: Path) -> None:
 def test_neither_file_says_not_measured(tmp_path: Path) -> None:
     assert load_gpu_results(tmp_path / "gpu-results.json") is None
     assert "Not measured in this run" in gpu_section(None)
+
+
+REHEARSAL: dict[str, Any] = {**BENCH, "device": "cpu", "device_type": "cpu", "arch": "resnet18"}
+
+
+def test_a_gpu_run_names_its_model_and_no_rehearsal() -> None:
+    text = gpu_section(BENCH)  # no "arch": runs before it served resnet50 alone
+    assert "model resnet50 (random init) 224x224" in text
+    assert "rehearsal" not in text
+
+
+def test_a_cpu_rehearsal_says_so_and_judges_no_goal() -> None:
+    text = gpu_section(REHEARSAL)
+    assert "A CPU rehearsal, not GPU figures" in text
+    assert "Card: cpu; " in text and "model resnet18 (random init) 224x224" in text
+    assert "| 6,720 | V2 binary UINT8 [64,3,224,224], c=16 | 150.2 | 190.0 |" in text
+    assert "service over in-process >= 0.8x | 0.84x | not judged |" in text
+    assert "under 30 s | 18.2 s | not judged |" in text
+    assert "| met |" not in text and "| missed |" not in text
+    assert "Triton" not in text
+    # Older files without "device_type" are read by their device's name.
+    assert "not judged" in gpu_section({**BENCH, "device": "cpu"})
+
+
+def test_a_cpu_rehearsal_stays_out_of_results_md(tmp_path: Path) -> None:
+    _write(tmp_path, "gpu-results.json", REHEARSAL)
+    assert load_gpu_results(tmp_path / "gpu-results.json") is None
+    assert "Not measured in this run" in gpu_section(None)
+    _write(tmp_path, "decode-parity.json", PARITY)  # a GPU's parity report still shows alone
+    alone = load_gpu_results(tmp_path / "gpu-results.json")
+    assert alone is not None and "inprocess_img_s" not in alone and "decode_parity" in alone
+    shown = load_gpu_results(tmp_path / "gpu-results.json", rehearsal=True)
+    assert shown is not None and shown["device_type"] == "cpu"
