@@ -9,7 +9,7 @@ import torch
 
 from models.card import GpuPrecision
 from service.errors import DeviceUnavailable
-from service.settings import Precision
+from service.settings import DeviceDecode, Precision
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def plan_for(
     *,
     multiply_adds: int = 0,
     cuda_graphs: bool = True,
-    device_decode: str = "auto",
+    device_decode: DeviceDecode = "auto",
     card_gpu_precision: GpuPrecision | None = None,
 ) -> DevicePlan:
     device = resolve_device(

@@ -24,6 +24,7 @@ from models.weights import DEFAULT_MODEL_NAME, default_model_path
 from service.cpus import available_cpus, default_torch_threads
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+DeviceDecode = Literal["auto", "on", "off"]
 
 
 class ModelSpec(BaseModel):
@@ -48,10 +49,6 @@ def _read_key(path: Path) -> str:
     if not key:
         raise ValueError(f"{path} is empty")
     return key
-
-
-def _default_threads() -> int:
-    return available_cpus()
 
 
 def _default_torch_threads() -> int:
@@ -92,7 +89,7 @@ class Settings(BaseSettings):
         description="on CUDA, replay the forward pass of each warm-up batch size from a CUDA "
         "graph (batches padded up to the next size)",
     )
-    device_decode: Literal["auto", "on", "off"] = Field(
+    device_decode: DeviceDecode = Field(
         "auto",
         description="where baseline JPEGs are decoded: auto (on the engine's device when it "
         "is CUDA), on (on the engine's device, CPU included), off (by the HTTP side, as "
@@ -120,7 +117,7 @@ class Settings(BaseSettings):
         "(at least 1)",
     )
     preprocess_workers: int = Field(
-        default_factory=_default_threads,
+        default_factory=available_cpus,
         ge=1,
         description="threads decoding and preprocessing images",
     )
