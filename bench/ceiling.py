@@ -1,19 +1,19 @@
 """In-process ceilings: what one process does with no HTTP at all, serially.
 
-- model alone: the forward pass (with normalization and softmax) on ready
-  pixels, at each batch size; the best is the ceiling;
+- model alone: the service's own forward pass (service.engine.Engine: normalization,
+  the model, softmax) on ready pixels, at each batch size; the best is the ceiling;
 - decode + preprocess alone: encoded bytes -> uint8 pixels, one image at a time;
 - together: decode + preprocess a batch, then run it, at the model's best batch.
 
-A variant runs the model in channels_last and/or under bf16 autocast, the CPU
-fast path, for comparison with fp32.
+The process is set up as the service sets up its own (the malloc thresholds of
+service.allocator), so the ceiling and the service run the same code on the same
+terms and their ratio is what HTTP and batching cost. A variant runs the model in
+channels_last and/or under bf16 autocast, the CPU fast path, for comparison with fp32.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 import models
+from service.allocator import keep_freed_memory
+from service.devices import DevicePlan
+from service.engine import Engine
 from service.imaging import decode_image
 
 MAX_PIXELS = 40_000_000
@@ -105,28 +108,20 @@ def rate(step: Callable[[], int], *, seconds: float, windows: int = 5) -> float:
 
 
 class Runner:
-    """The model of one variant: normalize uint8 pixels, forward, softmax."""
+    """The engine of one variant, as the service builds it: in fp32 the optimized graph,
+    under autocast the eager module."""
 
     def __init__(self, loaded: models.LoadedModel, variant: Variant) -> None:
-        self.preprocess = loaded.preprocess
-        self.variant = variant
-        module = copy.deepcopy(loaded.module).eval()
-        if variant.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        self.module = module
+        plan = DevicePlan(
+            device=torch.device("cpu"),
+            precision="bf16" if variant.bf16 else "fp32",
+            channels_last=variant.channels_last,
+            pin_memory=False,
+        )
+        self.engine = Engine(loaded, plan, layers=[])  # no feature maps: none are captured
 
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:
-        batch = self.preprocess.normalize(pixels)
-        if self.variant.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16)
-            if self.variant.bf16
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            logits = self.module(batch).float()
-        return torch.softmax(logits, dim=1).numpy()
+        return self.engine.run([pixels]).probabilities
 
 
 def to_pixels(loaded: models.LoadedModel, data: bytes) -> np.ndarray:
@@ -181,6 +176,7 @@ def measure_workload(
     seconds: float,
     variants: Sequence[Variant] = (FP32,),
 ) -> list[Ceiling]:
+    keep_freed_memory()
     torch.set_num_threads(threads)
     loaded = models.load(card)
     results: list[Ceiling] = []
