@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 import models
+from models.pixels import PixelPipeline
 from service.allocator import keep_freed_memory
 from service.devices import DevicePlan
 from service.engine import Engine
-from service.imaging import decode_image
+from service.pipeline import decode_pixels
 
 MAX_PIXELS = 40_000_000
 
@@ -124,8 +125,9 @@ class Runner:
         return self.engine.run([pixels]).probabilities
 
 
-def to_pixels(loaded: models.LoadedModel, data: bytes) -> np.ndarray:
-    return loaded.preprocess.to_uint8(decode_image(data, max_pixels=MAX_PIXELS))
+def to_pixels(pipeline: PixelPipeline, data: bytes) -> np.ndarray:
+    """As the service decodes a request's image (Pillow, or libpng for a plain PNG)."""
+    return decode_pixels(pipeline, data, max_pixels=MAX_PIXELS)
 
 
 def measure(
@@ -149,17 +151,20 @@ def measure(
 
         ceiling.model_img_s[size] = rate(forward, seconds=seconds)
     cursor = iter(range(10**12))
+    decoder = PixelPipeline(loaded.card.input)
 
     def next_sample() -> bytes:
         return samples[next(cursor) % len(samples)]
 
     if decode_img_s is None:
-        decode_img_s = rate(lambda: int(to_pixels(loaded, next_sample()).size > 0), seconds=seconds)
+        decode_img_s = rate(
+            lambda: int(to_pixels(decoder, next_sample()).size > 0), seconds=seconds
+        )
     ceiling.decode_img_s = decode_img_s
     best = ceiling.best_batch
 
     def together() -> int:
-        arrays = [to_pixels(loaded, next_sample()) for _ in range(best)]
+        arrays = [to_pixels(decoder, next_sample()) for _ in range(best)]
         return len(runner(torch.from_numpy(np.stack(arrays))))
 
     ceiling.together_img_s = rate(together, seconds=seconds)

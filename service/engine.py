@@ -282,7 +282,7 @@ def frozen_graph(
             warnings.simplefilter("always")
             traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
             graph = (
-                torch.jit.optimize_for_inference(traced)  # type: ignore[no-untyped-call]
+                torch.jit.optimize_for_inference(traced)
                 if example.device.type == "cpu"
                 else torch.jit.freeze(traced)
             )
@@ -294,4 +294,4 @@ def frozen_graph(
         return None  # data-dependent Python in forward: only the eager module is right
     if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         return None
-    return graph  # type: ignore[no-any-return]
+    return graph

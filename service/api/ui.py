@@ -22,8 +22,8 @@ from service.api.assets import PackagedFiles
 from service.api.deps import ModelCallDep
 from service.api.schemas import IMAGE_PROBLEM_RESPONSES, IMAGE_REQUEST_BODY
 from service.errors import InvalidBody
-from service.imaging import decode_image
 from service.inputs import read_images
+from service.pipeline import decode_pixels
 
 router = APIRouter()
 
@@ -56,7 +56,7 @@ async def static_file(name: str) -> Response:
 
 def render_input(data: bytes, preprocess: PixelPipeline, *, max_pixels: int) -> bytes:
     """The uint8 pixels the model is fed (before normalization) as a PNG at the model's size."""
-    pixels = preprocess.to_uint8(decode_image(data, max_pixels=max_pixels))
+    pixels = decode_pixels(preprocess, data, max_pixels=max_pixels)
     image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
