@@ -33,8 +33,17 @@ _THREAD = re.compile(r"^thread \(\d+\): (?P<name>.*)$")
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model forward (torch, engine)", ("torch/", "service/engine.py")),
     (
-        "decode + preprocess (PIL, numpy)",
-        ("PIL/", "numpy/", "service/imaging.py", "models/preprocess.py", "service/pipeline.py"),
+        "decode + preprocess (PIL, libpng, numpy)",
+        (
+            "PIL/",
+            "imagecodecs/",
+            "numpy/",
+            "service/imaging.py",
+            "service/png.py",
+            "models/pixels.py",
+            "models/preprocess.py",
+            "service/pipeline.py",
+        ),
     ),
     ("multipart parsing", ("multipart/", "starlette/formparsers.py")),
     ("response encoding (JSON)", ("orjson", "service/responses.py", "service/predictions.py")),

@@ -33,8 +33,8 @@ def test_leaf_first_rules_pick_the_category() -> None:
     assert [category(s.frames) for s in stacks] == [
         "HTTP protocol (uvicorn, httptools)",
         "response encoding (JSON)",
-        "decode + preprocess (PIL, numpy)",
-        "decode + preprocess (PIL, numpy)",
+        "decode + preprocess (PIL, libpng, numpy)",
+        "decode + preprocess (PIL, libpng, numpy)",
         "model forward (torch, engine)",
     ]
 
