@@ -19,7 +19,7 @@ import models
 from models.card import InputSpec
 from models.data import mnist_arrays
 from models.pixels import PixelPipeline
-from service.errors import InvalidImage
+from service.errors import ImageTooLarge, InvalidImage
 from service.imaging import decode_image
 from service.pipeline import decode_pixels, open_header
 from service.png import PlainPng, plain_png
@@ -132,6 +132,13 @@ def test_the_plain_case_is_judged_by_the_exact_header_the_file_has() -> None:
     data = png(Image.fromarray(GREY))
     assert plain_png(data, GREY_28) == PlainPng(data, 28, 28, invert=False)
     assert plain_png(data, RGB_32) is None
+
+
+def test_a_request_reads_a_plain_png_as_plain_within_the_pixel_limit_only() -> None:
+    data = png(Image.fromarray(GREY))
+    assert open_header(data, GREY_28, max_pixels=28 * 28) == PlainPng(data, 28, 28, False)
+    with pytest.raises(ImageTooLarge):  # Pillow's header read refuses it, as for any image
+        open_header(data, GREY_28, max_pixels=28 * 28 - 1)
 
 
 def broken_idat(data: bytes) -> bytes:
