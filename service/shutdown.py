@@ -4,8 +4,10 @@ On SIGTERM (or SIGINT) the server
 1. marks the registry draining at once, so /readyz answers 503 and load balancers
    stop routing here, while the listener keeps accepting for `drain_s` so that
    requests already routed here are answered (503 not_ready) instead of refused;
-2. then lets uvicorn close the listener and wait for the connections in flight,
-   whose queued and running requests complete, for at most the grace period;
+2. then stops new handshakes on the listener, accepts the connections the kernel
+   had already queued (closing it with some queued would reset them), lets
+   uvicorn close it and wait for the connections in flight, whose queued and
+   running requests complete, for at most the grace period;
 3. then runs the app's shutdown (the batchers finish what is queued) and returns,
    so the process exits 0.
 
@@ -25,7 +27,11 @@ from types import FrameType
 
 import uvicorn
 
+from service.listen_queue import queued_connections, refuse_new_connections
+
 log = logging.getLogger("service.shutdown")
+
+QUEUE_WAIT_S = 1.0  # for the accept queue to empty once handshakes have stopped
 
 
 class GracefulServer(uvicorn.Server):
@@ -36,6 +42,7 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self.drain_s = drain_s
         self.drain_until: float | None = None
+        self.refusing_since: float | None = None
         self._begin_draining = begin_draining
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -55,5 +62,20 @@ class GracefulServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and time.monotonic() >= self.drain_until:
-            self.should_exit = True
+            self.should_exit = self.should_exit or self._listeners_emptied()
         return await super().on_tick(counter)
+
+    def _listeners_emptied(self) -> bool:
+        """Stop new handshakes (first call), then True once the connections queued before
+        are accepted, at the earliest on the next tick (their requests have been read by
+        then, so uvicorn's shutdown finds them busy and answers them), at most QUEUE_WAIT_S."""
+        sockets = [sock for server in self.servers for sock in server.sockets]
+        now = time.monotonic()
+        if self.refusing_since is None:
+            self.refusing_since = now
+            for sock in sockets:
+                refuse_new_connections(sock)
+            return False
+        if now - self.refusing_since >= QUEUE_WAIT_S:
+            return True
+        return all(queued_connections(sock) == 0 for sock in sockets)

@@ -42,8 +42,14 @@ class ProbeNet(nn.Module):
         self.head = nn.Linear(in_channels * SIDE * SIDE, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The card's mean 0 / std 1 make the input level / 255 exactly.
-        levels = [round(float(v) * 255) for v in x.mean(dim=(1, 2, 3))]
+        # The card's mean 0 / std 1 make the input level / 255 exactly. Only a plain grey
+        # image has a level: the engine's own passes at start-up (tracing, its check) run on
+        # random inputs, which must neither be recorded nor trip a fault by chance.
+        flat = x.flatten(1)
+        plain = flat.amax(dim=1) == flat.amin(dim=1)
+        levels = [round(float(v) * 255) for v, grey in zip(flat[:, 0], plain, strict=True) if grey]
+        if not levels:
+            return self.head(flat)  # type: ignore[no-any-return]
         ProbeNet.calls.append(levels)
         if GATE_LEVEL in levels and not ProbeNet.gate.wait(timeout=60):
             raise RuntimeError("the gate was never opened")

@@ -115,6 +115,8 @@ def test_sigterm_under_load_finishes_every_accepted_request_and_leaves_no_proces
 def test_connections_after_the_drain_are_refused_never_reset(
     tmp_path: Path, digits: Digits
 ) -> None:
+    """Closed with connections still in the kernel's accept queue, the listener reset them
+    (ReadError here in about one run in six): they are accepted and answered first."""
     png = digits.png(0)
     with running_server(tmp_path, env={"CNN_SHUTDOWN_DRAIN_S": "0.5"}, args=WORKER_ARGS) as server:
         server.process.send_signal(signal.SIGTERM)
@@ -123,7 +125,8 @@ def test_connections_after_the_drain_are_refused_never_reset(
             results.append(attempt(server.base_url, png))
         exit_code = server.process.wait()
     assert exit_code == 0
-    assert set(results) <= {"200", "503 not_ready", "refused"}, results
+    assert "503 not_ready" in results  # the drain answered
+    assert set(results) <= {"200", "503 not_ready", "refused"}, sorted(set(results))
 
 
 def shared_memory_bytes(pod: Pod) -> int:
