@@ -80,3 +80,14 @@ def default_instances(device_type: str, cpus: int, multiply_adds: int) -> int:
     """
     large = multiply_adds >= LARGE_MODEL_MULTIPLY_ADDS
     return CPU_INSTANCES if device_type == "cpu" and cpus >= CPU_INSTANCES and large else 1
+
+
+def default_helpers(device_type: str, cpus: int, instances: int, torch_threads: int) -> int:
+    """One helper instance (service.batching) where a lone CPU instance leaves CPUs idle.
+
+    With the forward passes on fewer threads than half the CPUs (one of two), the rest
+    is the HTTP side's; when requests carry many images each, that side idles while the
+    forward pass sets the pace, and a helper runs a second one beside it.
+    """
+    lone = device_type == "cpu" and instances == 1
+    return 1 if lone and cpus >= 2 * torch_threads else 0

@@ -22,7 +22,7 @@ from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
 from service.batch_sizes import warm_up_sizes
 from service.batching import Batcher
-from service.cpus import available_cpus, default_instances
+from service.cpus import available_cpus, default_helpers, default_instances
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine
 from service.explain_lane import ExplainLane
@@ -38,8 +38,8 @@ log = logging.getLogger("service.loading")
 
 def _engines(
     loaded: models.LoadedModel, settings: Settings, layers: Sequence[FeatureLayer]
-) -> tuple[DevicePlan, list[Engine]]:
-    """The device plan and one warmed-up engine per instance."""
+) -> tuple[DevicePlan, list[Engine], list[Engine]]:
+    """The device plan and one warmed-up engine per instance, then per helper."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
     plan = plan_for(
         settings.device,
@@ -49,13 +49,17 @@ def _engines(
         device_decode=settings.device_decode,
         card_gpu_precision=loaded.card.gpu_precision,
     )
-    count = settings.instances or default_instances(plan.device.type, available_cpus(), work)
-    engines = [Engine(loaded, plan, layers) for _ in range(count)]
+    cpus = available_cpus()
+    count = settings.instances or default_instances(plan.device.type, cpus, work)
+    helpers = 0 if settings.instances else default_helpers(
+        plan.device.type, cpus, count, settings.torch_threads
+    )  # fmt: skip
+    engines = [Engine(loaded, plan, layers) for _ in range(count + helpers)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     for engine in engines:
         engine.warm_up(warm_up_sizes(settings.max_batch_size))
-    return plan, engines
+    return plan, engines[:count], engines[count:]
 
 
 def load_served_model(
@@ -71,7 +75,7 @@ def load_served_model(
     started = time.monotonic()
     loaded = models.load(spec.path)
     layers = feature_layers(loaded.module, loaded.card.input.shape)
-    plan, engines = _engines(loaded, settings, layers)
+    plan, engines, helpers = _engines(loaded, settings, layers)
     card = loaded.card
     monitor = ActivationMonitor(
         layers,
@@ -89,6 +93,7 @@ def load_served_model(
         observer=observer,
         arrivals=arrivals,
         sampler=monitor,
+        helpers=helpers,
     )
     lane = ExplainLane(
         spec.name, loaded.module, plan.device, classification=batcher,
@@ -102,6 +107,7 @@ def load_served_model(
             "device": str(plan.device),
             "dtype": plan.dtype_name,
             "instances": len(engines),
+            "helpers": len(helpers),
             "warm_up_batches": warm_up_sizes(settings.max_batch_size),
             "seconds": round(time.monotonic() - started, 3),
         },

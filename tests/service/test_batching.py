@@ -129,6 +129,44 @@ async def test_instances_waiting_for_company_together_share_the_queue() -> None:
     assert batcher.stop(5)  # every instance's thread still alive to stop
 
 
+def with_helper(instance: RecordingRunner, helper: RecordingRunner) -> Batcher:
+    batcher = Batcher(
+        "test",
+        [instance],  # type: ignore[list-item]
+        helpers=[helper],  # type: ignore[list-item]
+        max_batch_size=4,
+        max_delay_s=0.0,
+        max_queue_images=256,
+    )
+    batcher.start()
+    return batcher
+
+
+async def test_a_helper_stays_idle_while_the_instance_keeps_up() -> None:
+    instance, helper = RecordingRunner(), RecordingRunner()
+    batcher = with_helper(instance, helper)
+    for value in range(40):  # one request at a time: never a full batch waiting
+        result = await batcher.submit(pixels(value), deadline=later())
+        assert result.probabilities[0, 0] == value
+    await asyncio.gather(*(batcher.submit(pixels(v), deadline=later()) for v in range(3)))
+    assert helper.batches == []
+    assert sum(len(batch) for batch in instance.batches) == 43
+    assert batcher.stop(5)
+
+
+async def test_a_helper_runs_full_batches_while_the_instance_is_always_busy() -> None:
+    instance, helper = RecordingRunner(delay=0.02), RecordingRunner(delay=0.02)
+    batcher = with_helper(instance, helper)
+    values = list(range(200))
+    results = await asyncio.gather(*(batcher.submit(pixels(v), deadline=later()) for v in values))
+    assert [r.probabilities[0, 0] for r in results] == values
+    assert helper.batches and all(len(batch) == 4 for batch in helper.batches)
+    ran = sorted(v for runner in (instance, helper) for batch in runner.batches for v in batch)
+    assert ran == values  # each image computed once, by one of the two
+    assert batcher.stop(5)  # the helper's thread ends too
+    assert batcher.idle
+
+
 async def test_delay_cut_when_company_never_comes() -> None:
     runner = RecordingRunner()
     batcher = make(runner, max_delay_s=0.05)

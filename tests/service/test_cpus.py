@@ -10,6 +10,7 @@ import pytest
 from service.cpus import (
     SINGLE_PROCESS_CPUS,
     available_cpus,
+    default_helpers,
     default_instances,
     default_torch_threads,
     default_workers,
@@ -79,6 +80,23 @@ def test_two_instances_for_a_large_model_on_a_cpu_engine_with_two_cpus(
     device_type: str, cpus: int, work: int, expected: int
 ) -> None:
     assert default_instances(device_type, cpus, work) == expected
+
+
+@pytest.mark.parametrize(
+    ("device_type", "cpus", "instances", "expected"),
+    [
+        ("cpu", 2, 1, 1),  # one torch thread of two CPUs: the other idles under bulk requests
+        ("cpu", 1, 1, 0),
+        ("cpu", 16, 1, 0),  # 15 torch threads: a second pass would only fight the first
+        ("cpu", 2, 2, 0),  # a large model's two instances already overlap
+        ("cuda", 2, 1, 0),
+    ],
+)
+def test_a_helper_instance_where_a_lone_cpu_instance_leaves_half_the_cpus_idle(
+    device_type: str, cpus: int, instances: int, expected: int
+) -> None:
+    threads = default_torch_threads(cpus)
+    assert default_helpers(device_type, cpus, instances, threads) == expected
 
 
 def test_torch_takes_every_cpu_but_one_for_the_http_side() -> None:
