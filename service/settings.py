@@ -100,7 +100,9 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="model instances (worker threads) per model; unset: 2 on a CPU engine "
-        "with two CPUs or more for models of 100 M multiply-adds per image or more, else 1",
+        "with two CPUs or more for models of 100 M multiply-adds per image or more, else 1, "
+        "plus a helper instance that runs full batches only while the first is busy, where "
+        "the forward passes use at most half the CPUs; set: exactly that many, no helper",
     )
     workers: int | None = Field(
         None,
