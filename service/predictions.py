@@ -18,11 +18,17 @@ def top_k(
         best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
     else:
         best = np.broadcast_to(np.arange(probabilities.shape[1]), probabilities.shape)
+    # Every row ranked in one call, not one argsort per row: a request of 64 images spent
+    # more time in NumPy's per-call overhead than in sorting.
+    scores = np.take_along_axis(probabilities, best, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    indices = np.take_along_axis(best, order, axis=1).tolist()
+    values = np.take_along_axis(scores, order, axis=1).tolist()  # float32 -> float, exactly
     predictions = []
-    for row, candidates in zip(probabilities, best, strict=True):
-        ranked = candidates[np.argsort(-row[candidates], kind="stable")]
+    for row_indices, row_values in zip(indices, values, strict=True):
         entries = [
-            {"label": labels[i], "index": int(i), "probability": float(row[i])} for i in ranked
+            {"label": labels[i], "index": i, "probability": p}
+            for i, p in zip(row_indices, row_values, strict=True)
         ]
         predictions.append({**entries[0], "top_k": entries})
     return predictions
