@@ -9,8 +9,10 @@ full, nothing more is on its way, or the oldest request has waited
 max_batch_delay. Under load that turns many small forward passes into a few
 large ones; at low load it costs nothing. With several instances, an idle one
 holds its batch open the same way while another runs: it takes a full batch at
-once, a partial one only after the delay. What happens to a batch once taken is
-service.batch_run's job.
+once, a partial one only after the delay. A helper instance (one where a lone CPU
+instance leaves CPUs idle) takes only full batches, and only while the forward
+passes have been busy most of the time (service.forward_load). What happens to a
+batch once taken is service.batch_run's job.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Batcher:
         sampler: BatchSampler | None = None,
         helpers: Sequence[BatchRunner] = (),
     ) -> None:
-        """`helpers`: instances that run only while the others cannot keep up (see _help)."""
+        """`helpers`: instances that run only while the others cannot keep up (see
+        _next_helper_batch)."""
         if not runners:
             raise ValueError("a batcher needs at least one runner")
         self.name = name

@@ -148,9 +148,15 @@ async def test_a_helper_stays_idle_while_the_instance_keeps_up() -> None:
     for value in range(40):  # one request at a time: never a full batch waiting
         result = await batcher.submit(pixels(value), deadline=later())
         assert result.probabilities[0, 0] == value
-    await asyncio.gather(*(batcher.submit(pixels(v), deadline=later()) for v in range(3)))
+    # Bursts of two full batches: batches wait, but the quick instance is seldom busy.
+    for burst in range(10):
+        values = range(100 + 8 * burst, 108 + 8 * burst)
+        results = await asyncio.gather(
+            *(batcher.submit(pixels(v), deadline=later()) for v in values)
+        )
+        assert [r.probabilities[0, 0] for r in results] == list(values)
     assert helper.batches == []
-    assert sum(len(batch) for batch in instance.batches) == 43
+    assert sum(len(batch) for batch in instance.batches) == 40 + 80
     assert batcher.stop(5)
 
 
