@@ -9,24 +9,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def top_k(
-    probabilities: NDArray[np.float32], labels: Sequence[str], k: int
-) -> list[dict[str, Any]]:
-    """One prediction per row: the best class, and the k best in descending order."""
-    k = min(k, probabilities.shape[1])
-    if k < probabilities.shape[1]:
-        best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+def ranked(scores: NDArray[np.float32], k: int) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """Each row's k best class indices and their scores, best first ([N,k] each), k
+    clipped to the class count. With every class ranked, ties keep the classes' order."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:
-        best = np.broadcast_to(np.arange(probabilities.shape[1]), probabilities.shape)
+        best = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     # Every row ranked in one call, not one argsort per row: a request of 64 images spent
     # more time in NumPy's per-call overhead than in sorting.
     # (Indexing by row numbers costs less per call than np.take_along_axis: a single row,
     # the common request, ranks in about the time the per-row loop took.)
-    rows = np.arange(len(probabilities))[:, None]
-    scores = probabilities[rows, best]
-    order = np.argsort(-scores, axis=1, kind="stable")
-    indices = best[rows, order].tolist()
-    values = scores[rows, order].tolist()  # float32 -> float, exactly
+    rows = np.arange(len(scores))[:, None]
+    kept = scores[rows, best]
+    order = np.argsort(-kept, axis=1, kind="stable")
+    return best[rows, order], kept[rows, order]
+
+
+def top_k(
+    probabilities: NDArray[np.float32], labels: Sequence[str], k: int
+) -> list[dict[str, Any]]:
+    """One prediction per row: the best class, and the k best in descending order."""
+    best, scores = ranked(probabilities, k)
+    indices = best.tolist()
+    values = scores.tolist()  # float32 -> float, exactly
     predictions = []
     for row_indices, row_values in zip(indices, values, strict=True):
         entries = [

@@ -20,6 +20,7 @@ import tritonclient.http as triton
 from numpy.typing import NDArray
 
 import models
+from service.v2.infer import INLINE_BINARY_BYTES, INLINE_JSON_BYTES, _parses_in_place
 from tests.conftest import AppClientFactory
 from tests.helpers import Digits
 
@@ -316,3 +317,16 @@ async def test_batch_limit_is_413_in_the_protocol_shape(
         assert "8 images in one request; the limit is 4" in response.json()["error"]
         ok = await _post_tensors(client, [_input("input", reference.pixels[:4], "UINT8", True)])
         assert _outputs(ok).as_numpy("probabilities").shape == (4, 10)
+
+
+def test_what_is_parsed_on_the_event_loop_is_judged_by_its_json_text_and_binary_size() -> None:
+    header = b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [64]}]}'
+    pngs = b"\x00" * 20_000  # 64 digits' worth: more than the JSON limit, all of it binary
+    assert len(pngs) > INLINE_JSON_BYTES
+    assert _parses_in_place(header + pngs, str(len(header)))
+    assert _parses_in_place(header + pngs, f" {len(header)} ")
+    assert not _parses_in_place(header + pngs, None)  # then it is all JSON text
+    assert not _parses_in_place(header + b"\x00" * (INLINE_BINARY_BYTES + 1), str(len(header)))
+    json_tensor = b" " * (INLINE_JSON_BYTES + 1)
+    assert not _parses_in_place(json_tensor, None)
+    assert not _parses_in_place(json_tensor, "not a number")
