@@ -12,7 +12,9 @@ and its calls are counted; only the calls asked for are kept. An output that a
 later in-place op rewrites (ReLU(inplace=True), a residual `+=`; found at load
 time) is cloned when kept; any other is kept as is, which costs nothing.
 Capture (models.layers.capturing) always runs the eager module; batches that capture nothing run a
-traced, frozen copy when one exists (see frozen_graph).
+traced, frozen copy when one exists (see frozen_graph), and so do batches sampled for
+activation monitoring, whose summaries come from an eager pass over their first
+SUMMARY_IMAGES images alone.
 """
 
 from __future__ import annotations
@@ -139,24 +141,17 @@ class Engine:
         started: float,
     ) -> EngineOutput:
         batch = self._collate(inputs)
-        captured: dict[str, torch.Tensor] = {}
-        # Names come from the model's layer list (checked where the request was read).
-        layers = [self._layers[name] for name in capture | summarize]
-        direct = {layer.module: layer for layer in layers if layer.module in self._children}
-        hooked = [layer for layer in layers if layer.module not in direct]
-        with (
-            torch.inference_mode(),
-            self._autocast(),
-            capturing(self.module, hooked, captured),
-        ):
-            if direct:
-                logits = self._run_children(batch, direct, captured).float()
-            elif self._replayed is not None and not hooked:
-                logits = self._replayed(batch)
-            elif self._graph is not None and not hooked:
-                logits = self._graph(batch).float()
+        with torch.inference_mode(), self._autocast():
+            if capture:
+                logits, captured = self._forward_keeping(batch, capture | summarize)
             else:
-                logits = self.module(batch).float()
+                logits, captured = self._forward(batch), {}
+                if summarize:
+                    # A sampled batch: its answers from the fast forward pass, its summaries
+                    # from an eager pass over the images they cover (the eager module ran
+                    # the whole batch at 2.5x the traced graph's time: the digits model,
+                    # 32 images, 4.2 ms against 1.7).
+                    _, captured = self._forward_keeping(batch[:SUMMARY_IMAGES], summarize)
             summaries = {
                 name: summarize_tensor(captured[name][:SUMMARY_IMAGES]) for name in summarize
             }
@@ -168,6 +163,28 @@ class Engine:
             summaries=summaries,
             seconds=time.perf_counter() - started,
         )
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float32 logits by the fastest path built: CUDA graphs, the traced graph, the module."""
+        if self._replayed is not None:
+            return self._replayed(batch)
+        if self._graph is not None:
+            return self._graph(batch).float()
+        return self.module(batch).float()
+
+    def _forward_keeping(
+        self, batch: torch.Tensor, names: frozenset[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Float32 logits and the outputs of the named layers, from the eager module."""
+        captured: dict[str, torch.Tensor] = {}
+        # Names come from the model's layer list (checked where the request was read).
+        layers = [self._layers[name] for name in names]
+        direct = {layer.module: layer for layer in layers if layer.module in self._children}
+        hooked = [layer for layer in layers if layer.module not in direct]
+        with capturing(self.module, hooked, captured):
+            if direct:
+                return self._run_children(batch, direct, captured).float(), captured
+            return self.module(batch).float(), captured
 
     def _example_batch(self) -> torch.Tensor:
         example = torch.randn((2, *self.loaded.card.input.shape), device=self.plan.device)

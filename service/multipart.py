@@ -18,6 +18,15 @@ import re
 _PARAMETER = re.compile(rb';\s*([A-Za-z0-9_.-]+)=(?:"([^"\\\r\n]*)"|([^;\s"\\]+))\s*')
 # A header line: a token name, then printable ASCII (what python-multipart would accept too).
 _HEADER = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*")
+# The part header nearly every client writes (curl, requests, httpx, browsers), matched
+# whole: a subset of what the line-by-line reading below accepts, with the same result (a
+# file part), in a quarter of its time (64 digits: 165 -> 40 us).
+_QUOTED = rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*"'  # printable ASCII but quote and backslash
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_COMMON_FILE_HEADERS = re.compile(
+    rb"Content-Disposition: form-data; name=" + _QUOTED + rb"; filename=" + _QUOTED
+    + rb"(?:\r\nContent-Type: " + _TOKEN + rb"/" + _TOKEN + rb")?"
+)  # fmt: skip
 _BOUNDARY = re.compile(r'boundary=(?:"([^"\\]{1,70})"|([^;\s"]{1,70}))', re.IGNORECASE)
 
 
@@ -73,6 +82,9 @@ def split_files(body: bytes, boundary: bytes, *, max_parts: int) -> list[bytes] 
         headers, sep, content = piece[2:].partition(b"\r\n\r\n")
         if not sep:
             return None
+        if _COMMON_FILE_HEADERS.fullmatch(headers) is not None:
+            files.append(content)
+            continue
         params = _disposition(headers)
         if params is None or b"name" not in params:
             return None
