@@ -168,9 +168,8 @@ class Engine:
         """Float32 logits by the fastest path built: CUDA graphs, the traced graph, the module."""
         if self._replayed is not None:
             return self._replayed(batch)
-        if self._graph is not None:
-            return self._graph(batch).float()
-        return self.module(batch).float()
+        logits: torch.Tensor = (self._graph or self.module)(batch)
+        return logits.float()
 
     def _forward_keeping(
         self, batch: torch.Tensor, names: frozenset[str]
