@@ -4,7 +4,7 @@ Parsing and encoding run off the event loop, except where they are cheap: then
 they take less than the hop to a pool thread and back costs (the same trade as
 service.pipeline's tiny images). Parsing costs by the JSON text (its numbers
 become Python objects); binary data is only sliced and copied. Encoding costs by
-the scores written. 64 digits as binary BYTES parse in about 30 us and their
+what is written: a JSON number about 20 ns, a top-k string about 20 times that. 64 digits as binary BYTES parse in about 30 us and their
 top-5 strings encode in about 150; sent to the pool, each step was a hop that
 cost the request's throughput some 5-10% (2-core machine).
 """
@@ -45,11 +45,13 @@ from service.v2.model import (
 )
 
 # A request is parsed in place up to this much JSON text (a 16 KB JSON tensor: about
-# 200 us) and this much binary data; its answer is encoded in place up to this many scores
-# per output (about 100 us as JSON numbers or top-k strings) and no feature maps.
+# 200 us) and this much binary data; its answer is encoded in place, when it holds no
+# feature maps, up to this much work counted in JSON numbers (about 160 us), a top-k
+# string counting as STRING_NUMBERS of them (64 digits' top-5: 6,400).
 INLINE_JSON_BYTES = 16 * 1024
 INLINE_BINARY_BYTES = 1024 * 1024
-INLINE_SCORES = 2048
+INLINE_ENCODE_NUMBERS = 8192
+STRING_NUMBERS = 20
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,18 @@ def _parses_in_place(body: bytes, header_length: str | None) -> bool:
     text = (header_length or "").strip()
     json_bytes = int(text) if text.isascii() and text.isdigit() else len(body)
     return json_bytes <= INLINE_JSON_BYTES and len(body) - json_bytes <= INLINE_BINARY_BYTES
+
+
+def _encodes_in_place(outputs: Sequence[RequestedOutput], images: int, classes: int) -> bool:
+    """Whether the answer's scores are cheap enough to encode on the event loop (no
+    feature maps: the caller checks)."""
+    work = sum(
+        images * output.classification * STRING_NUMBERS
+        if output.classification
+        else images * classes
+        for output in outputs
+    )
+    return work <= INLINE_ENCODE_NUMBERS
 
 
 def _too_large(size: str, limit: int) -> ResponseTooLarge:
@@ -140,6 +154,7 @@ async def infer(request: Request, call: ModelCall) -> Answer:
         result = await submit_pixels(call, pixels, capture=capture, arrival=arrival)
     labels = served.card.labels
     limit = call.settings.max_response_bytes
-    if not capture and result.probabilities.size <= INLINE_SCORES:
+    images, classes = result.probabilities.shape
+    if not capture and _encodes_in_place(decoded.outputs, images, classes):
         return _encode(result, decoded, served, labels, limit)
     return await loop.run_in_executor(executor, _encode, result, decoded, served, labels, limit)

@@ -20,7 +20,15 @@ import tritonclient.http as triton
 from numpy.typing import NDArray
 
 import models
-from service.v2.infer import INLINE_BINARY_BYTES, INLINE_JSON_BYTES, _parses_in_place
+from service.v2.codec import RequestedOutput
+from service.v2.infer import (
+    INLINE_BINARY_BYTES,
+    INLINE_ENCODE_NUMBERS,
+    INLINE_JSON_BYTES,
+    STRING_NUMBERS,
+    _encodes_in_place,
+    _parses_in_place,
+)
 from tests.conftest import AppClientFactory
 from tests.helpers import Digits
 
@@ -330,3 +338,20 @@ def test_what_is_parsed_on_the_event_loop_is_judged_by_its_json_text_and_binary_
     json_tensor = b" " * (INLINE_JSON_BYTES + 1)
     assert not _parses_in_place(json_tensor, None)
     assert not _parses_in_place(json_tensor, "not a number")
+
+
+def test_what_is_encoded_on_the_event_loop_is_judged_by_the_numbers_and_strings_written() -> None:
+    scores = [RequestedOutput("probabilities", False), RequestedOutput("logits", False)]
+    top5 = [RequestedOutput("probabilities", False, classification=5)]
+    assert _encodes_in_place(scores, 64, 10)  # 1,280 numbers
+    assert _encodes_in_place(top5, 64, 10)  # 320 strings
+    assert _encodes_in_place(scores, 1, 1000)  # one photo's scores, twice
+    assert not _encodes_in_place(scores, 8, 1000)
+    # As many top-k strings as the numbers that pass go to the pool: a string costs more.
+    numbers = [RequestedOutput("probabilities", False)]
+    strings = [RequestedOutput("probabilities", False, classification=10)]
+    most = INLINE_ENCODE_NUMBERS // 10  # images of 10 classes
+    assert _encodes_in_place(numbers, most, 10)
+    assert not _encodes_in_place(numbers, most + 1, 10)
+    assert not _encodes_in_place(strings, most, 10)
+    assert _encodes_in_place(strings, most // STRING_NUMBERS, 10)
