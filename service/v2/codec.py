@@ -78,7 +78,7 @@ def _is_int(value: object) -> bool:
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Split the body into the JSON inference request and the binary inputs it declares."""
     view = memoryview(body)
-    size = _header_size(header_length, len(body))
+    size = json_header_size(header_length, len(body))
     if size == 0:
         return InferRequest(id=None, inputs=(), outputs=None, binary_output=True, raw_body=view)
     try:
@@ -90,7 +90,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     return _request_from(document, view[size:])
 
 
-def _header_size(header_length: str | None, body_size: int) -> int:
+def json_header_size(header_length: str | None, body_size: int) -> int:
     if header_length is None:
         return body_size
     text = header_length.strip()

@@ -4,9 +4,10 @@ Parsing and encoding run off the event loop, except where they are cheap: then
 they take less than the hop to a pool thread and back costs (the same trade as
 service.pipeline's tiny images). Parsing costs by the JSON text (its numbers
 become Python objects); binary data is only sliced and copied. Encoding costs by
-what is written: a JSON number about 20 ns, a top-k string about 20 times that. 64 digits as binary BYTES parse in about 30 us and their
-top-5 strings encode in about 150; sent to the pool, each step was a hop that
-cost the request's throughput some 5-10% (2-core machine).
+what is written: a JSON number about 20 ns, a top-k string about 20 times that.
+64 digits as binary BYTES parse in about 30 us and their top-5 strings encode in
+about 150; sent to the pool, each step was a hop that cost the request's
+throughput some 5-10% (2-core machine).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from numpy.typing import NDArray
 from starlette.requests import Request
 
-from service.errors import ResponseTooLarge
+from service.errors import InvalidBody, ResponseTooLarge
 from service.inference import submit_pixels
 from service.jpeg import EncodedJpegs
 from service.registry import ServedModel
@@ -31,6 +32,7 @@ from service.v2.codec import (
     InferRequest,
     RequestedOutput,
     encode_response,
+    json_header_size,
     parse_request,
     response_size_floor,
 )
@@ -82,8 +84,10 @@ def _decode(
 def _parses_in_place(body: bytes, header_length: str | None) -> bool:
     """Whether the JSON text and binary data are small enough to parse on the event loop
     (a malformed header length is refused by parse_request, at once)."""
-    text = (header_length or "").strip()
-    json_bytes = int(text) if text.isascii() and text.isdigit() else len(body)
+    try:
+        json_bytes = json_header_size(header_length, len(body))
+    except InvalidBody:
+        json_bytes = len(body)
     return json_bytes <= INLINE_JSON_BYTES and len(body) - json_bytes <= INLINE_BINARY_BYTES
 
 
