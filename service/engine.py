@@ -12,7 +12,8 @@ and its calls are counted; only the calls asked for are kept. An output that a
 later in-place op rewrites (ReLU(inplace=True), a residual `+=`; found at load
 time) is cloned when kept; any other is kept as is, which costs nothing.
 Capture (models.layers.capturing) always runs the eager module; batches that capture nothing run a
-traced, frozen copy when one exists (see frozen_graph), and so do batches sampled for
+traced, frozen copy when one exists (service.traced: on the CPU, a batch of plain pixels
+runs normalization, model and softmax in one graph), and so do batches sampled for
 activation monitoring, whose summaries come from an eager pass over their first
 SUMMARY_IMAGES images alone.
 """
@@ -23,8 +24,7 @@ import contextlib
 import copy
 import logging
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +41,7 @@ from service.devices import DevicePlan
 from service.graphs import BucketedForward, cuda_graphs
 from service.jpeg import EncodedJpegs
 from service.staging import HostStaging
+from service.traced import frozen_graph, pixel_graph
 
 log = logging.getLogger("service.engine")
 
@@ -80,6 +81,11 @@ class Engine:
         self._offset = loaded.preprocess.normalize_offset.to(device)
         # Under autocast the eager module runs: a traced graph would bake in one precision.
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
+        self._pixel_graph = (
+            None
+            if plan.autocast_dtype
+            else pixel_graph(module, self._scale, self._offset, self._example_batch())
+        )
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
         self._jpegs = TensorPixels(loaded.card.input)
         # Each instance on a CUDA device runs on a stream of its own: one instance's
@@ -116,7 +122,7 @@ class Engine:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            return (self._graph or self.module)(batch).float()
+            return _as_float32((self._graph or self.module)(batch))
 
     def run(
         self,
@@ -140,6 +146,9 @@ class Engine:
         summarize: frozenset[str],
         started: float,
     ) -> EngineOutput:
+        pixels = None if capture or summarize else self._plain_pixels(inputs)
+        if pixels is not None:
+            return self._run_pixels(pixels, started)
         batch = self._collate(inputs)
         with torch.inference_mode(), self._autocast():
             if capture:
@@ -155,12 +164,26 @@ class Engine:
             summaries = {
                 name: summarize_tensor(captured[name][:SUMMARY_IMAGES]) for name in summarize
             }
-        probabilities = torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronizes
+        probabilities = _on_host(torch.softmax(logits, dim=1)).numpy()  # .cpu() synchronizes
         return EngineOutput(
             probabilities=probabilities,
-            logits=logits.cpu().numpy(),
-            features={name: captured[name].float().cpu().numpy() for name in capture},
+            logits=_on_host(logits).numpy(),
+            features={name: _on_host(_as_float32(captured[name])).numpy() for name in capture},
             summaries=summaries,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _plain_pixels(self, inputs: Sequence[BatchInput]) -> torch.Tensor | None:
+        """The batch as one uint8 host tensor where the pixel graph can take it, else None."""
+        return None if self._pixel_graph is None else _host_pixels(inputs)
+
+    def _run_pixels(self, pixels: torch.Tensor, started: float) -> EngineOutput:
+        assert self._pixel_graph is not None
+        with torch.inference_mode():
+            probabilities, logits = self._pixel_graph(pixels)
+        return EngineOutput(
+            probabilities=probabilities.numpy(),
+            logits=logits.numpy(),
             seconds=time.perf_counter() - started,
         )
 
@@ -169,7 +192,7 @@ class Engine:
         if self._replayed is not None:
             return self._replayed(batch)
         logits: torch.Tensor = (self._graph or self.module)(batch)
-        return logits.float()
+        return _as_float32(logits)
 
     def _forward_keeping(
         self, batch: torch.Tensor, names: frozenset[str]
@@ -182,8 +205,8 @@ class Engine:
         hooked = [layer for layer in layers if layer.module not in direct]
         with capturing(self.module, hooked, captured):
             if direct:
-                return self._run_children(batch, direct, captured).float(), captured
-            return self.module(batch).float(), captured
+                return _as_float32(self._run_children(batch, direct, captured)), captured
+            return _as_float32(self.module(batch)), captured
 
     def _example_batch(self) -> torch.Tensor:
         example = torch.randn((2, *self.loaded.card.input.shape), device=self.plan.device)
@@ -196,13 +219,12 @@ class Engine:
         tensors = self._decoded(inputs)
         if all(t.dtype == torch.uint8 for t in tensors):
             # Ship uint8 pixels (a quarter of the bytes) and normalize on the device.
-            batch = self._gather(tensors)
-            batch = batch.to(torch.float32).mul_(self._scale).add_(self._offset)
+            batch = _normalized(self._gather(tensors), self._scale, self._offset)
         else:
             batch = torch.cat([self._to_device(self._as_float(t)) for t in tensors])
         if self.plan.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch.to(device)
+        return batch if batch.device == device else batch.to(device)
 
     def _gather(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """uint8 pixels as one batch on the device: from the host through the staging
@@ -231,8 +253,8 @@ class Engine:
         if tensor.dtype == torch.uint8:
             # Where the pixels are: on the host, or on the device when decoded there.
             scale, offset = self._scale.to(tensor.device), self._offset.to(tensor.device)
-            return tensor.to(torch.float32).mul_(scale).add_(offset)
-        return tensor.to(torch.float32)
+            return _normalized(tensor, scale, offset)
+        return _as_float32(tensor)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.plan.pin_memory and tensor.device.type == "cpu":
@@ -261,6 +283,38 @@ class Engine:
         return x
 
 
+# The batch path calls no tensor method that hands back the tensor it was called on (an
+# in-place op, or .float()/.cpu()/.to() of what already is so): a new C++ reference to a
+# tensor that Python holds takes the GIL inside the op, after the op let go of it, and a
+# batcher thread then waits for the event loop in the middle of a batch (service.traced).
+
+
+def _host_pixels(inputs: Sequence[BatchInput]) -> torch.Tensor | None:
+    """The batch's uint8 pixels as one host tensor, joined by NumPy (torch.cat would let
+    go of the GIL); None unless every input is uint8 pixels on the host."""
+    tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+    if len(tensors) < len(inputs) or any(
+        t.dtype != torch.uint8 or t.device.type != "cpu" for t in tensors
+    ):
+        return None
+    if len(tensors) == 1:
+        return tensors[0]
+    return torch.from_numpy(np.concatenate([t.numpy() for t in tensors]))
+
+
+def _normalized(pixels: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as the model card normalizes them (models.preprocess), out of place."""
+    return torch.add(torch.mul(pixels.to(torch.float32), scale), offset)
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
+
+
+def _on_host(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.device.type == "cpu" else tensor.cpu()
+
+
 def _plain_sequential_children(module: nn.Module) -> dict[str, nn.Module]:
     """The children of a plain nn.Sequential root whose modules are all distinct, else {}.
 
@@ -273,41 +327,3 @@ def _plain_sequential_children(module: nn.Module) -> dict[str, nn.Module]:
     if len({id(m) for _, m in every}) != len(every):
         return {}  # a module is used twice: its calls are counted by hooks
     return dict(module.named_children())
-
-
-def frozen_graph(
-    module: nn.Module, example: torch.Tensor
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The module traced and frozen into one graph, or None where that does not hold.
-
-    A frozen graph runs the whole forward pass in C++ without taking the GIL
-    between operators, so the event loop is never stalled behind a batch's
-    Python dispatch; it also folds BatchNorm into the convolutions. On the CPU
-    it is also optimized for inference: convolutions run as oneDNN kernels on
-    weights packed once, which took the default model's fp32 forward pass from
-    about 8,000 to 19,500 images/s on one thread of the development machine
-    (bench/RESULTS.md's ceilings run this same graph). It is used only when
-    tracing raised no TracerWarning (a forward that turns tensors into Python
-    values, branches on them or has side effects traces wrongly: it keeps
-    running eagerly) and the graph's output equals the eager module's.
-    """
-    try:
-        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
-            # TorchScript is deprecated upstream (FutureWarning), but it is still the
-            # GIL-free path; a TracerWarning means the trace may not hold for other inputs.
-            warnings.simplefilter("always")
-            traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
-            graph = (
-                torch.jit.optimize_for_inference(traced)
-                if example.device.type == "cpu"
-                else torch.jit.freeze(traced)
-            )
-            expected = module(example)
-            got = graph(example)
-    except Exception:  # not traceable: odd inputs or outputs
-        return None
-    if any(issubclass(w.category, torch.jit.TracerWarning) for w in caught):  # type: ignore[attr-defined]
-        return None  # data-dependent Python in forward: only the eager module is right
-    if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-        return None
-    return graph

@@ -1,0 +1,133 @@
+"""The forward pass traced and frozen into TorchScript graphs that run without the GIL.
+
+A batcher thread shares the GIL with the event loop, which wants it nearly all the time
+under load. Each time a batcher lets go of the GIL (any torch op called from Python
+does, and so does a C++ reference to a Python-held tensor that torch takes or drops
+inside an op) the event loop takes it and keeps it until its next wait or for up to
+sys.getswitchinterval(): the batcher sleeps, and with it half the machine on 2 cores.
+So the batch path lets go as few times as it can:
+
+- `frozen_graph`: the model on normalized float32 input, for every device (CUDA graphs
+  are captured around it) and for batches that arrive as floats;
+- `pixel_graph`: on the CPU, uint8 pixels in, normalization, the model and softmax in
+  one graph, probabilities and logits out: a batch of plain pixels lets go of the GIL
+  once. 64 digits a request on 2 cores, batches of 32 (one process, 6 s points at c=8,
+  five alternated rounds): 283 req/s before, 306 after over multipart; 266 and 303 over
+  V2 binary.
+
+Both graphs hand their input back beside their output, so the graph holds it to the
+end and the last C++ reference to it goes when the outputs reach Python, under the
+GIL; otherwise the interpreter drops it after the first layer and, because Python
+still holds it, takes the GIL in the middle of the forward pass.
+
+A graph is used only when tracing raised no TracerWarning (a forward that turns
+tensors into Python values, branches on them or has side effects traces wrongly: it
+keeps running eagerly) and its output equals the eager module's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+Scores = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def frozen_graph(module: nn.Module, example: torch.Tensor) -> Logits | None:
+    """The module traced and frozen: normalized input -> logits; None where that does not hold.
+
+    Besides running without the GIL, a frozen graph folds BatchNorm into the
+    convolutions; on the CPU it is also optimized for inference: convolutions run as
+    oneDNN kernels on weights packed once, which took the default model's fp32 forward
+    pass from about 8,000 to 19,500 images/s on one thread of the development machine
+    (bench/RESULTS.md's ceilings run this same graph).
+    """
+    graph = _traced(_PassingInput(module), example)
+    if graph is None:
+        return None
+
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        scores: torch.Tensor = graph(batch)[0]
+        return scores
+
+    return logits
+
+
+def pixel_graph(
+    module: nn.Module, scale: torch.Tensor, offset: torch.Tensor, example: torch.Tensor
+) -> Scores | None:
+    """On the CPU: uint8 pixels -> (probabilities, logits), normalized as the model card
+    says (models.preprocess: pixels * scale + offset, in float32); None where it does not hold."""
+    if example.device.type != "cpu":
+        return None
+    pixels = torch.randint(0, 256, example.shape, dtype=torch.uint8)
+    graph = _traced(_FromPixels(module, scale, offset), pixels)
+    if graph is None:
+        return None
+
+    def scores(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities, logits, _ = graph(batch)
+        return probabilities, logits
+
+    return scores
+
+
+def _traced(
+    module: nn.Module, example: torch.Tensor
+) -> Callable[..., tuple[torch.Tensor, ...]] | None:
+    """`module` traced on `example` and frozen, where the logits it gives (its
+    next-to-last output) are the eager module's; else None."""
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            # TorchScript is deprecated upstream (FutureWarning), but it is still the
+            # GIL-free path; a TracerWarning means the trace may not hold for other inputs.
+            warnings.simplefilter("always")
+            traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
+            graph = (
+                torch.jit.optimize_for_inference(traced)
+                if example.device.type == "cpu"
+                else torch.jit.freeze(traced)
+            )
+            expected = module(example)[-2]
+            got = graph(example)[-2]
+    except Exception:  # not traceable: odd inputs or outputs
+        return None
+    if any(issubclass(w.category, torch.jit.TracerWarning) for w in caught):  # type: ignore[attr-defined]
+        return None  # data-dependent Python in forward: only the eager module is right
+    if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        return None
+    return graph
+
+
+class _PassingInput(nn.Module):
+    """The module, its input handed back beside its logits (see the module docstring)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module(x), x
+
+
+class _FromPixels(nn.Module):
+    """uint8 pixels -> (probabilities, logits, the pixels): the whole batch path."""
+
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(self, module: nn.Module, scale: torch.Tensor, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.module = module
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("offset", offset.clone())
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Out of place, as the engine's _normalized: the same float32 multiply, then add.
+        x = torch.add(torch.mul(pixels.to(torch.float32), self.scale), self.offset)
+        logits = self.module(x)
+        return torch.softmax(logits, dim=1), logits, pixels
