@@ -12,8 +12,8 @@ So the batch path lets go as few times as it can:
 - `pixel_graph`: on the CPU, uint8 pixels in, normalization, the model and softmax in
   one graph, probabilities and logits out: a batch of plain pixels lets go of the GIL
   once. 64 digits a request on 2 cores, batches of 32 (one process, 6 s points at c=8,
-  five alternated rounds): 283 req/s before, 306 after over multipart; 266 and 303 over
-  V2 binary.
+  medians of alternated rounds): 283 req/s before, 306 after over multipart and 266 and
+  303 over V2 binary (five rounds); 278 and 288, 287 and 301 in four more.
 
 Both graphs hand their input back beside their output, so the graph holds it to the
 end and the last C++ reference to it goes when the outputs reach Python, under the
