@@ -82,9 +82,9 @@ class Engine:
         # Under autocast the eager module runs: a traced graph would bake in one precision.
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
         self._pixel_graph = (
-            None
-            if plan.autocast_dtype
-            else pixel_graph(module, self._scale, self._offset, self._example_batch())
+            pixel_graph(module, self._scale, self._offset, self._example_batch())
+            if not plan.autocast_dtype and _weight_bytes(module) <= PIXEL_GRAPH_MAX_WEIGHT_BYTES
+            else None
         )
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
         self._jpegs = TensorPixels(loaded.card.input)
@@ -287,6 +287,17 @@ class Engine:
 # in-place op, or .float()/.cpu()/.to() of what already is so): a new C++ reference to a
 # tensor that Python holds takes the GIL inside the op, after the op let go of it, and a
 # batcher thread then waits for the event loop in the middle of a batch (service.traced).
+
+
+# The pixel graph packs a second copy of the weights beside the float graph's (resnet18 in
+# fp32: about 120 MB more per instance), and pays only where batches are short enough for
+# GIL waits to matter: the digits model (0.14 MB of weights; 64 digits a request +4..+14%),
+# not resnet18 (45 MB; a batch of 8 took the same time through either graph).
+PIXEL_GRAPH_MAX_WEIGHT_BYTES = 8 * 1024 * 1024
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
 def _host_pixels(inputs: Sequence[BatchInput]) -> torch.Tensor | None:

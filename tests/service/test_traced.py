@@ -3,6 +3,7 @@ around the graph for a batch of plain pixels (each would let go of the GIL mid-b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,22 @@ def test_no_pixel_graph_under_autocast_or_off_the_cpu() -> None:
     meta = torch.empty((2, 1, 28, 28), device="meta")
     scale = loaded.preprocess.normalize_scale
     assert pixel_graph(loaded.module, scale, scale, meta) is None
+
+
+def test_a_model_with_large_weights_gets_no_second_graph() -> None:
+    from service import engine as engine_module
+
+    small = models.load(models.default_model_path())
+    assert engine_module._weight_bytes(small.module) <= engine_module.PIXEL_GRAPH_MAX_WEIGHT_BYTES
+    large = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4096), nn.Linear(4096, 10))
+    assert engine_module._weight_bytes(large) > engine_module.PIXEL_GRAPH_MAX_WEIGHT_BYTES
+    loaded = dataclasses.replace(small, module=large.eval())
+    engine = Engine(loaded, plan_for("cpu", "fp32"), layers=[])
+    assert engine._graph is not None and engine._pixel_graph is None
+    pixels = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    with torch.inference_mode():
+        expected = large(loaded.preprocess.normalize(pixels))
+    torch.testing.assert_close(torch.from_numpy(engine.run([pixels]).logits), expected)
 
 
 class _Branching(nn.Module):
