@@ -41,7 +41,7 @@ from service.devices import DevicePlan
 from service.graphs import BucketedForward, cuda_graphs
 from service.jpeg import EncodedJpegs
 from service.staging import HostStaging
-from service.traced import frozen_graph, pixel_graph
+from service.traced import frozen_graph, normalized, pixel_graph
 
 log = logging.getLogger("service.engine")
 
@@ -82,9 +82,9 @@ class Engine:
         # Under autocast the eager module runs: a traced graph would bake in one precision.
         self._graph = None if plan.autocast_dtype else frozen_graph(module, self._example_batch())
         self._pixel_graph = (
-            pixel_graph(module, self._scale, self._offset, self._example_batch())
-            if not plan.autocast_dtype and _weight_bytes(module) <= PIXEL_GRAPH_MAX_WEIGHT_BYTES
-            else None
+            None
+            if plan.autocast_dtype
+            else pixel_graph(module, self._scale, self._offset, self._example_batch())
         )
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
         self._jpegs = TensorPixels(loaded.card.input)
@@ -146,9 +146,16 @@ class Engine:
         summarize: frozenset[str],
         started: float,
     ) -> EngineOutput:
-        pixels = None if capture or summarize else self._plain_pixels(inputs)
-        if pixels is not None:
-            return self._run_pixels(pixels, started)
+        graph = None if capture or summarize else self._pixel_graph
+        pixels = None if graph is None else _host_pixels(inputs)
+        if graph is not None and pixels is not None:
+            with torch.inference_mode():
+                graph_probabilities, graph_logits = graph(pixels)
+            return EngineOutput(
+                probabilities=graph_probabilities.numpy(),
+                logits=graph_logits.numpy(),
+                seconds=time.perf_counter() - started,
+            )
         batch = self._collate(inputs)
         with torch.inference_mode(), self._autocast():
             if capture:
@@ -170,20 +177,6 @@ class Engine:
             logits=_on_host(logits).numpy(),
             features={name: _on_host(_as_float32(captured[name])).numpy() for name in capture},
             summaries=summaries,
-            seconds=time.perf_counter() - started,
-        )
-
-    def _plain_pixels(self, inputs: Sequence[BatchInput]) -> torch.Tensor | None:
-        """The batch as one uint8 host tensor where the pixel graph can take it, else None."""
-        return None if self._pixel_graph is None else _host_pixels(inputs)
-
-    def _run_pixels(self, pixels: torch.Tensor, started: float) -> EngineOutput:
-        assert self._pixel_graph is not None
-        with torch.inference_mode():
-            probabilities, logits = self._pixel_graph(pixels)
-        return EngineOutput(
-            probabilities=probabilities.numpy(),
-            logits=logits.numpy(),
             seconds=time.perf_counter() - started,
         )
 
@@ -219,7 +212,7 @@ class Engine:
         tensors = self._decoded(inputs)
         if all(t.dtype == torch.uint8 for t in tensors):
             # Ship uint8 pixels (a quarter of the bytes) and normalize on the device.
-            batch = _normalized(self._gather(tensors), self._scale, self._offset)
+            batch = normalized(self._gather(tensors), self._scale, self._offset)
         else:
             batch = torch.cat([self._to_device(self._as_float(t)) for t in tensors])
         if self.plan.channels_last:
@@ -253,7 +246,7 @@ class Engine:
         if tensor.dtype == torch.uint8:
             # Where the pixels are: on the host, or on the device when decoded there.
             scale, offset = self._scale.to(tensor.device), self._offset.to(tensor.device)
-            return _normalized(tensor, scale, offset)
+            return normalized(tensor, scale, offset)
         return _as_float32(tensor)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -287,19 +280,6 @@ class Engine:
 # in-place op, or .float()/.cpu()/.to() of what already is so): a new C++ reference to a
 # tensor that Python holds takes the GIL inside the op, after the op let go of it, and a
 # batcher thread then waits for the event loop in the middle of a batch (service.traced).
-
-
-# The pixel graph packs a second copy of the weights beside the float graph's (resnet18 in
-# fp32: about 120 MB more per instance), and pays only where batches are short enough for
-# GIL waits to matter: the digits model (0.14 MB of weights; 64 digits a request +4..+14%),
-# not resnet18 (45 MB; a batch of 8 took the same time through either graph).
-PIXEL_GRAPH_MAX_WEIGHT_BYTES = 8 * 1024 * 1024
-
-
-def _weight_bytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-
-
 def _host_pixels(inputs: Sequence[BatchInput]) -> torch.Tensor | None:
     """The batch's uint8 pixels as one host tensor, joined by NumPy (torch.cat would let
     go of the GIL); None unless every input is uint8 pixels on the host."""
@@ -311,11 +291,6 @@ def _host_pixels(inputs: Sequence[BatchInput]) -> torch.Tensor | None:
     if len(tensors) == 1:
         return tensors[0]
     return torch.from_numpy(np.concatenate([t.numpy() for t in tensors]))
-
-
-def _normalized(pixels: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels as the model card normalizes them (models.preprocess), out of place."""
-    return torch.add(torch.mul(pixels.to(torch.float32), scale), offset)
 
 
 def _as_float32(tensor: torch.Tensor) -> torch.Tensor:

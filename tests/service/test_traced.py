@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 import models
 from service.devices import plan_for
 from service.engine import Engine
-from service.traced import frozen_graph, pixel_graph
+from service.traced import PIXEL_GRAPH_MAX_WEIGHT_BYTES, frozen_graph, pixel_graph, weight_bytes
 
 # Attribute reads (dtype, device) and the NumPy view of a result: no kernel runs.
 NOT_OPS = {"TensorBase.numpy", "getset_descriptor.__get__"}
@@ -104,12 +104,10 @@ def test_no_pixel_graph_under_autocast_or_off_the_cpu() -> None:
 
 
 def test_a_model_with_large_weights_gets_no_second_graph() -> None:
-    from service import engine as engine_module
-
     small = models.load(models.default_model_path())
-    assert engine_module._weight_bytes(small.module) <= engine_module.PIXEL_GRAPH_MAX_WEIGHT_BYTES
+    assert weight_bytes(small.module) <= PIXEL_GRAPH_MAX_WEIGHT_BYTES
     large = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4096), nn.Linear(4096, 10))
-    assert engine_module._weight_bytes(large) > engine_module.PIXEL_GRAPH_MAX_WEIGHT_BYTES
+    assert weight_bytes(large) > PIXEL_GRAPH_MAX_WEIGHT_BYTES
     loaded = dataclasses.replace(small, module=large.eval())
     engine = Engine(loaded, plan_for("cpu", "fp32"), layers=[])
     assert engine._graph is not None and engine._pixel_graph is None
