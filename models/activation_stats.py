@@ -123,17 +123,44 @@ SUMMARY_IMAGES = 8
 
 def summarize_tensor(maps: torch.Tensor) -> MapSummary:
     """MapSummary.of computed where the maps are (a GPU's memory): only the results move."""
+    return summary_of(maps.numel(), map_reductions(maps))
+
+
+# A layer's reductions as tensors, in this order: mean, m2, zeros, channel_max, channel_means.
+REDUCTIONS = 5
+
+
+def map_reductions(maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What a MapSummary holds of [N, C, H, W] maps, as tensors where the maps are (REDUCTIONS
+    of them); traceable, so a traced graph can reduce the maps it makes (service.traced)."""
     x = maps.detach().float()
     mean = x.mean(dtype=torch.float64)
     deviation = x - mean.float()
-    return MapSummary(
-        count=x.numel(),
-        mean=float(mean),
-        m2=float((deviation * deviation).sum(dtype=torch.float64)),
-        zeros=int((x == 0).sum()),
-        channel_max=x.amax(dim=(0, 2, 3)).double().cpu().numpy(),
-        channel_means=x.mean(dim=(2, 3), dtype=torch.float64).cpu().numpy(),
+    return (
+        mean,
+        (deviation * deviation).sum(dtype=torch.float64),
+        (x == 0).sum(),
+        x.amax(dim=(0, 2, 3)).double(),
+        x.mean(dim=(2, 3), dtype=torch.float64),
     )
+
+
+def summary_of(count: int, reductions: Sequence[torch.Tensor]) -> MapSummary:
+    """The MapSummary of `count` activations from their map_reductions."""
+    mean, m2, zeros, channel_max, channel_means = (_host(t).numpy() for t in reductions)
+    return MapSummary(
+        count=count,
+        mean=float(mean),
+        m2=float(m2),
+        zeros=int(zeros),
+        channel_max=channel_max,
+        channel_means=channel_means,
+    )
+
+
+def _host(tensor: torch.Tensor) -> torch.Tensor:
+    # .cpu() of a host tensor hands back the tensor itself, which takes the GIL inside the op.
+    return tensor if tensor.device.type == "cpu" else tensor.cpu()
 
 
 class RunningMoments:

@@ -14,8 +14,9 @@ time) is cloned when kept; any other is kept as is, which costs nothing.
 Capture (models.layers.capturing) always runs the eager module; batches that capture nothing run a
 traced, frozen copy when one exists (service.traced: on the CPU, a batch of plain pixels
 runs normalization, model and softmax in one graph), and so do batches sampled for
-activation monitoring, whose summaries come from an eager pass over their first
-SUMMARY_IMAGES images alone.
+activation monitoring, whose summaries of their first SUMMARY_IMAGES images come from a
+second graph where the pixel graph is (`monitored` layers), else from an eager pass over
+those images alone.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from service.devices import DevicePlan
 from service.graphs import BucketedForward, cuda_graphs
 from service.jpeg import EncodedJpegs
 from service.staging import HostStaging
-from service.traced import frozen_graph, normalized, pixel_graph
+from service.traced import frozen_graph, normalized, pixel_graph, summary_graph
 
 log = logging.getLogger("service.engine")
 
@@ -65,7 +66,10 @@ class Engine:
         loaded: LoadedModel,
         plan: DevicePlan,
         layers: Sequence[FeatureLayer] | None = None,
+        monitored: Sequence[str] = (),
     ) -> None:
+        """`monitored`: the layers that activation monitoring summarizes (a batch's
+        `summarize`), for which a graph is built where the pixel graph is."""
         self.loaded = loaded
         if layers is None:
             layers = feature_layers(loaded.module, loaded.card.input.shape)
@@ -85,6 +89,18 @@ class Engine:
             None
             if plan.autocast_dtype
             else pixel_graph(module, self._scale, self._offset, self._example_batch())
+        )
+        self._monitored = frozenset(monitored)
+        self._summary_graph = (
+            summary_graph(
+                module,
+                self._scale,
+                self._offset,
+                [self._layers[name] for name in monitored],
+                self._example_batch(),
+            )
+            if self._pixel_graph is not None
+            else None
         )
         self._replayed: BucketedForward | None = None  # CUDA graphs, captured at warm-up
         self._jpegs = TensorPixels(loaded.card.input)
@@ -146,14 +162,17 @@ class Engine:
         summarize: frozenset[str],
         started: float,
     ) -> EngineOutput:
-        graph = None if capture or summarize else self._pixel_graph
+        summaries_of = self._summary_graph if summarize <= self._monitored else None
+        graph = None if capture or (summarize and summaries_of is None) else self._pixel_graph
         pixels = None if graph is None else _host_pixels(inputs)
         if graph is not None and pixels is not None:
             with torch.inference_mode():
                 graph_probabilities, graph_logits = graph(pixels)
+                summaries = summaries_of(pixels) if summarize and summaries_of else {}
             return EngineOutput(
                 probabilities=graph_probabilities.numpy(),
                 logits=graph_logits.numpy(),
+                summaries={name: summaries[name] for name in summarize},
                 seconds=time.perf_counter() - started,
             )
         batch = self._collate(inputs)

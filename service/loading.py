@@ -37,7 +37,10 @@ log = logging.getLogger("service.loading")
 
 
 def _engines(
-    loaded: models.LoadedModel, settings: Settings, layers: Sequence[FeatureLayer]
+    loaded: models.LoadedModel,
+    settings: Settings,
+    layers: Sequence[FeatureLayer],
+    monitor: ActivationMonitor,
 ) -> tuple[DevicePlan, list[Engine], list[Engine]]:
     """The device plan and one warmed-up engine per instance, then per helper."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
@@ -54,7 +57,8 @@ def _engines(
     helpers = 0 if settings.instances else default_helpers(
         plan.device.type, cpus, count, settings.torch_threads
     )  # fmt: skip
-    engines = [Engine(loaded, plan, layers) for _ in range(count + helpers)]
+    monitored = monitor.layers if monitor.sample_rate > 0 else []
+    engines = [Engine(loaded, plan, layers, monitored) for _ in range(count + helpers)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     for engine in engines:
@@ -75,7 +79,6 @@ def load_served_model(
     started = time.monotonic()
     loaded = models.load(spec.path)
     layers = feature_layers(loaded.module, loaded.card.input.shape)
-    plan, engines, helpers = _engines(loaded, settings, layers)
     card = loaded.card
     monitor = ActivationMonitor(
         layers,
@@ -84,6 +87,7 @@ def load_served_model(
         sample_rate=settings.activation_sample_rate,
         window_images=settings.activation_window_images,
     )
+    plan, engines, helpers = _engines(loaded, settings, layers, monitor)
     batcher = Batcher(
         spec.name,
         engines,

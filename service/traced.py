@@ -28,10 +28,20 @@ keeps running eagerly) and its output equals the eager module's.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from models.activation_stats import (
+    REDUCTIONS,
+    SUMMARY_IMAGES,
+    MapSummary,
+    map_reductions,
+    summary_of,
+)
+from models.feature_layer import FeatureLayer
+from models.layers import capturing
 
 # The pixel graph packs a second copy of the weights beside the float graph's (resnet18 in
 # fp32: about 120 MB more per instance), and pays only where batches are short enough for
@@ -41,6 +51,7 @@ PIXEL_GRAPH_MAX_WEIGHT_BYTES = 8 * 1024 * 1024
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 Scores = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Summaries = Callable[[torch.Tensor], dict[str, MapSummary]]
 
 
 def frozen_graph(module: nn.Module, example: torch.Tensor) -> Logits | None:
@@ -82,6 +93,50 @@ def pixel_graph(
     return scores
 
 
+def summary_graph(
+    module: nn.Module,
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+    layers: Sequence[FeatureLayer],
+    example: torch.Tensor,
+) -> Summaries | None:
+    """Where the pixel graph is built: uint8 pixels -> the MapSummary of each of `layers`
+    (models.activation_stats), maps made and reduced in one graph; None where it does not hold.
+
+    A batch sampled for activation monitoring took its summaries from an eager pass with
+    hooks and a dozen reductions a layer, each torch call letting go of the GIL: under load
+    a sampled batch cost about five plain ones of CPU (the digits model, 64 digits a
+    request), and one in fifty batches is sampled."""
+    if (
+        not layers
+        or example.device.type != "cpu"
+        or weight_bytes(module) > PIXEL_GRAPH_MAX_WEIGHT_BYTES
+    ):
+        return None
+    summarizing = _Summarizing(module, scale, offset, layers)
+    # More images than are summarized: the graph takes the first SUMMARY_IMAGES itself.
+    pixels = torch.randint(0, 256, (SUMMARY_IMAGES + 2, *example.shape[1:]), dtype=torch.uint8)
+    # Reductions of maps from a graph that folds BatchNorm into the convolutions agree with
+    # the eager module's to rounding, and a unit at about 0 may fall either side of a ReLU.
+    graph = _checked(
+        summarizing, pixels, lambda got, expected: _close(got, expected, rtol=1e-3, atol=1e-3)
+    )
+    if graph is None:
+        return None
+    per_image = summarizing.per_image(pixels[:1])
+
+    def summaries(batch: torch.Tensor) -> dict[str, MapSummary]:
+        """The summaries of the batch's first SUMMARY_IMAGES images."""
+        outputs = graph(batch)
+        images = min(batch.shape[0], SUMMARY_IMAGES)  # no torch call, unlike len()
+        return {
+            layer.name: summary_of(images * count, outputs[i * REDUCTIONS : (i + 1) * REDUCTIONS])
+            for i, (layer, count) in enumerate(zip(layers, per_image, strict=True))
+        }
+
+    return summaries
+
+
 def normalized(pixels: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """uint8 pixels as the model card normalizes them (models.preprocess: the same float32
     multiply, then add), out of place: in the graph and on the engine's float path alike."""
@@ -97,6 +152,15 @@ def _traced(
 ) -> Callable[..., tuple[torch.Tensor, ...]] | None:
     """`module` traced on `example` and frozen, where the logits it gives (its
     next-to-last output) are the eager module's; else None."""
+    return _checked(module, example, lambda got, expected: _close(got[-2:-1], expected[-2:-1]))
+
+
+def _checked(
+    module: nn.Module,
+    example: torch.Tensor,
+    agree: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], bool],
+) -> Callable[..., tuple[torch.Tensor, ...]] | None:
+    """`module` traced on `example` and frozen, where `agree(graph outputs, eager outputs)`."""
     try:
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             # TorchScript is deprecated upstream (FutureWarning), but it is still the
@@ -108,15 +172,26 @@ def _traced(
                 if example.device.type == "cpu"
                 else torch.jit.freeze(traced)
             )
-            expected = module(example)[-2]
-            got = graph(example)[-2]
+            expected = module(example)
+            got = graph(example)
+            agreed = agree(got, expected)
     except Exception:  # not traceable: odd inputs or outputs
         return None
     if any(issubclass(w.category, torch.jit.TracerWarning) for w in caught):  # type: ignore[attr-defined]
         return None  # data-dependent Python in forward: only the eager module is right
-    if not isinstance(got, torch.Tensor) or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-        return None
-    return graph
+    return graph if agreed else None
+
+
+def _close(
+    got: Sequence[torch.Tensor],
+    expected: Sequence[torch.Tensor],
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> bool:
+    return len(got) == len(expected) and all(
+        isinstance(g, torch.Tensor) and torch.allclose(g.double(), e.double(), rtol=rtol, atol=atol)
+        for g, e in zip(got, expected, strict=True)
+    )
 
 
 class _PassingInput(nn.Module):
@@ -145,3 +220,41 @@ class _FromPixels(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.module(normalized(pixels, self.scale, self.offset))
         return torch.softmax(logits, dim=1), logits, pixels
+
+
+class _Summarizing(nn.Module):
+    """uint8 pixels -> the map_reductions of each layer over the first SUMMARY_IMAGES images,
+    layer by layer, then the pixels."""
+
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(
+        self,
+        module: nn.Module,
+        scale: torch.Tensor,
+        offset: torch.Tensor,
+        layers: Sequence[FeatureLayer],
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.layers = list(layers)
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("offset", offset.clone())
+
+    def _maps(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        with capturing(self.module, self.layers, captured):
+            self.module(normalized(pixels, self.scale, self.offset))
+        return captured
+
+    def per_image(self, pixels: torch.Tensor) -> list[int]:
+        """Each layer's activations per image (fixed: the card fixes the input's shape)."""
+        with torch.no_grad():
+            maps = self._maps(pixels)
+        return [maps[layer.name][0].numel() for layer in self.layers]
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        maps = self._maps(pixels[:SUMMARY_IMAGES])
+        reductions = (t for layer in self.layers for t in map_reductions(maps[layer.name]))
+        return (*reductions, pixels)

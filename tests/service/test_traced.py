@@ -14,6 +14,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import models
+from models.activation_stats import SUMMARY_IMAGES, MapSummary
 from service.devices import plan_for
 from service.engine import Engine
 from service.traced import PIXEL_GRAPH_MAX_WEIGHT_BYTES, frozen_graph, pixel_graph, weight_bytes
@@ -81,6 +82,51 @@ def test_a_batch_of_plain_pixels_calls_no_torch_op_outside_the_graph(engine: Eng
         engine._pixel_graph = graph
     # The path it replaces joins, normalizes and takes the softmax from Python.
     assert {"_VariableFunctionsClass.cat", "_VariableFunctionsClass.softmax"} <= slow.names
+
+
+MONITORED = ("relu1", "relu3")
+
+
+@pytest.fixture(scope="module")
+def monitoring() -> Engine:
+    return Engine(
+        models.load(models.default_model_path()), plan_for("cpu", "fp32"), monitored=MONITORED
+    )
+
+
+@pytest.mark.parametrize("size", [20, 3])
+def test_a_sampled_batch_is_answered_by_the_pixel_graph_and_summarized_by_one_more(
+    engine: Engine, monitoring: Engine, size: int
+) -> None:
+    pixels = torch.randint(0, 256, (size, 1, 28, 28), dtype=torch.uint8)
+    parts, names = _split(pixels, 2), frozenset(MONITORED)
+    with TorchCalls() as calls:
+        sampled = monitoring.run(parts, summarize=names)
+    assert calls.names - NOT_OPS == set()
+    plain = engine.run(parts)
+    assert np.array_equal(sampled.probabilities, plain.probabilities)
+    assert np.array_equal(sampled.logits, plain.logits)
+    # The eager module's maps of the same first images: the graph folds BatchNorm into the
+    # convolutions, so its maps agree to rounding.
+    eager = engine.run([pixels[:SUMMARY_IMAGES]], capture=names)
+    for name in names:
+        got, expected = sampled.summaries[name], MapSummary.of(eager.features[name])
+        assert eager.features[name].shape[0] == min(size, SUMMARY_IMAGES)
+        assert got.count == expected.count
+        assert got.mean == pytest.approx(expected.mean, rel=1e-5)
+        assert got.m2 == pytest.approx(expected.m2, rel=1e-4)
+        assert got.zeros > 0 and abs(got.zeros - expected.zeros) <= expected.count // 1000
+        np.testing.assert_allclose(got.channel_means, expected.channel_means, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.channel_max, expected.channel_max, rtol=1e-4, atol=1e-5)
+
+
+def test_layers_beyond_the_monitored_ones_are_summarized_eagerly(monitoring: Engine) -> None:
+    pixels = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    with TorchCalls() as calls:
+        sampled = monitoring.run([pixels], summarize=frozenset({"relu2"}))
+    assert "_VariableFunctionsClass.softmax" in calls.names  # the float path
+    maps = monitoring.run([pixels], capture=frozenset({"relu2"})).features["relu2"]
+    assert sampled.summaries["relu2"].zeros == MapSummary.of(maps).zeros
 
 
 def test_float_inputs_and_captures_keep_the_float_path(engine: Engine) -> None:
