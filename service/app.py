@@ -146,7 +146,7 @@ def create_app(
     With `engine` (an HTTP worker's), the models run in the engine process listening
     on that socket; without it, in this process.
     """
-    metrics = Metrics(max_batch_size=settings.max_batch_size)
+    metrics = Metrics(max_batch_size=settings.largest_pass)
     arrivals = Arrivals()  # shared by every batcher: requests on their way to any queue
     app = FastAPI(
         title="cnn-serve",

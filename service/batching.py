@@ -99,13 +99,17 @@ class Batcher:
         arrivals: Arrivals | None = None,
         sampler: BatchSampler | None = None,
         helpers: Sequence[BatchRunner] = (),
+        max_request_pass: int | None = None,
     ) -> None:
         """`helpers`: instances that run only while the others cannot keep up (see
-        _next_helper_batch)."""
+        _next_helper_batch). `max_request_pass`: one request's images per forward pass, at
+        most (service.cpus.default_request_pass); unset: `max_batch_size`. Requests are
+        gathered into a batch up to `max_batch_size` images only."""
         if not runners:
             raise ValueError("a batcher needs at least one runner")
         self.name = name
         self.max_batch_size = max_batch_size
+        self.max_request_pass = max_request_pass or max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_images = max_queue_images
         self._runners = list(runners)
@@ -149,9 +153,9 @@ class Batcher:
         capture: frozenset[str] = frozenset(),
         arrival: Arrival | None = None,
     ) -> ItemResult:
-        """Queue [N,C,H,W] pixels (or JPEGs); answer when their batch has run. Splits N > max batch size."""
+        """Queue [N,C,H,W] pixels (or JPEGs); answer when their batch has run. Splits N > max request pass."""
         loop = asyncio.get_running_loop()
-        chunks = split_input(pixels, self.max_batch_size)
+        chunks = split_input(pixels, self.max_request_pass)
         futures: list[asyncio.Future[ItemResult]] = [loop.create_future() for _ in chunks]
         items = [
             WorkItem(c, capture, deadline, f, loop) for c, f in zip(chunks, futures, strict=True)
@@ -190,7 +194,7 @@ class Batcher:
         hop through a loop on the way in or out. Past its deadline, a request is answered
         504 when its batch is taken, never computed.
         """
-        chunks = split_input(pixels, self.max_batch_size)
+        chunks = split_input(pixels, self.max_request_pass)
         futures: list[concurrent.futures.Future[ItemResult]] = [
             concurrent.futures.Future() for _ in chunks
         ]
@@ -332,7 +336,8 @@ class Batcher:
         )
 
     def _take(self) -> list[WorkItem]:
-        """Up to max batch size images from the head of the queue (lock held, queue not empty)."""
+        """The head of the queue (one request's pass may hold more), then more requests while
+        the batch stays within max batch size (lock held, queue not empty)."""
         items = [self._queue.popleft()]
         total = items[0].size
         while self._queue and total + self._queue[0].size <= self.max_batch_size:

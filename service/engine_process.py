@@ -30,7 +30,7 @@ log = logging.getLogger("service.engine")
 
 
 async def run_engine(settings: Settings, socket_path: Path, ready_fd: int) -> int:
-    metrics = Metrics(max_batch_size=settings.max_batch_size)
+    metrics = Metrics(max_batch_size=settings.largest_pass)
     arrivals = WorkerArrivals()
     source = LocalModels(settings, arrivals)
     try:

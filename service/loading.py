@@ -22,7 +22,12 @@ from service.arrivals import Arrivals
 from service.batch_run import BatchObserver
 from service.batch_sizes import warm_up_sizes
 from service.batching import Batcher
-from service.cpus import available_cpus, default_helpers, default_instances
+from service.cpus import (
+    available_cpus,
+    default_helpers,
+    default_instances,
+    default_request_pass,
+)
 from service.devices import DevicePlan, plan_for
 from service.engine import Engine
 from service.explain_lane import ExplainLane
@@ -41,8 +46,9 @@ def _engines(
     settings: Settings,
     layers: Sequence[FeatureLayer],
     monitor: ActivationMonitor,
-) -> tuple[DevicePlan, list[Engine], list[Engine]]:
-    """The device plan and one warmed-up engine per instance, then per helper."""
+) -> tuple[DevicePlan, list[Engine], list[Engine], int]:
+    """The device plan, one warmed-up engine per instance, then per helper, and the most
+    images of one request a forward pass holds."""
     work = multiply_adds(loaded.module, loaded.card.input.shape)
     plan = plan_for(
         settings.device,
@@ -61,9 +67,12 @@ def _engines(
     engines = [Engine(loaded, plan, layers, monitored) for _ in range(count + helpers)]
     if plan.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    request_pass = settings.max_request_pass or default_request_pass(
+        plan.device.type, work, settings.max_batch_size
+    )
     for engine in engines:
-        engine.warm_up(warm_up_sizes(settings.max_batch_size))
-    return plan, engines[:count], engines[count:]
+        engine.warm_up(warm_up_sizes(max(request_pass, settings.max_batch_size)))
+    return plan, engines[:count], engines[count:], request_pass
 
 
 def load_served_model(
@@ -87,11 +96,12 @@ def load_served_model(
         sample_rate=settings.activation_sample_rate,
         window_images=settings.activation_window_images,
     )
-    plan, engines, helpers = _engines(loaded, settings, layers, monitor)
+    plan, engines, helpers, request_pass = _engines(loaded, settings, layers, monitor)
     batcher = Batcher(
         spec.name,
         engines,
         max_batch_size=settings.max_batch_size,
+        max_request_pass=request_pass,
         max_delay_s=settings.max_batch_delay_s,
         max_queue_images=settings.max_queue_size,
         observer=observer,
@@ -112,7 +122,7 @@ def load_served_model(
             "dtype": plan.dtype_name,
             "instances": len(engines),
             "helpers": len(helpers),
-            "warm_up_batches": warm_up_sizes(settings.max_batch_size),
+            "warm_up_batches": warm_up_sizes(max(request_pass, settings.max_batch_size)),
             "seconds": round(time.monotonic() - started, 3),
         },
     )

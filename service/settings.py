@@ -76,7 +76,20 @@ class Settings(BaseSettings):
         "auto",
         description="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA; bf16 on CPUs with native bf16 for large models; else fp32)",
     )
-    max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass, at most")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="images per forward pass gathered from several requests, at most",
+    )
+    max_request_pass: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="one request's images per forward pass, at most (more are split); unset: twice "
+        "the max batch size on a CPU engine for a model under 100 M multiply-adds an image, else "
+        "the max batch size",
+    )
     max_batch_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="longest wait for more requests while others are arriving"
     )
@@ -308,6 +321,11 @@ class Settings(BaseSettings):
         if self.model_repository is None and self.model_control != "none":
             raise ValueError("CNN_MODEL_CONTROL needs a CNN_MODEL_REPOSITORY")
         return self
+
+    @property
+    def largest_pass(self) -> int:
+        """The most images one forward pass may hold, whatever the model."""
+        return max(self.max_batch_size, self.max_request_pass or 2 * self.max_batch_size)
 
     @property
     def max_batch_delay_s(self) -> float:

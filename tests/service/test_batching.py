@@ -83,6 +83,31 @@ async def test_answers_follow_request_order_and_batches_respect_max_size() -> No
     assert batcher.stop(5)
 
 
+async def test_a_requests_own_images_share_one_pass_beyond_the_batch_size() -> None:
+    runner = RecordingRunner()
+    runner.release.clear()
+    batcher = make(runner, max_request_pass=8)
+    first = asyncio.create_task(batcher.submit(pixels(100), deadline=later()))
+    await asyncio.to_thread(runner.started.wait, 5)  # the worker is busy: the rest queue up
+    big = asyncio.create_task(batcher.submit(pixels(*range(10)), deadline=later()))
+    small = [
+        asyncio.create_task(batcher.submit(pixels(20 + i, 30 + i), deadline=later()))
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.05)
+    runner.release.set()
+    answers = await asyncio.gather(big, *small)
+    assert answers[0].probabilities[:, 0].tolist() == list(range(10))
+    # 10 images: passes of 8 and 2; then requests gathered up to the batch size (4) only.
+    assert runner.batches[1:] == [
+        list(range(8)),
+        [8, 9, 20, 30],
+        [21, 31, 22, 32],
+    ]
+    await first
+    assert batcher.stop(5)
+
+
 async def test_lone_request_pays_no_delay_window() -> None:
     runner = RecordingRunner()
     batcher = make(runner, max_delay_s=60.0)  # a huge window: only taken when others are incoming

@@ -12,6 +12,7 @@ from service.cpus import (
     available_cpus,
     default_helpers,
     default_instances,
+    default_request_pass,
     default_torch_threads,
     default_workers,
 )
@@ -104,3 +105,13 @@ def test_torch_takes_every_cpu_but_one_for_the_http_side() -> None:
     # The setting's default follows the CPUs this process may use (quota included).
     assert Settings().torch_threads == default_torch_threads(available_cpus())
     assert Settings().preprocess_workers == available_cpus()
+
+
+@pytest.mark.parametrize(
+    ("device_type", "work", "expected"),
+    [("cpu", SMALL, 64), ("cpu", LARGE, 32), ("cuda", SMALL, 32)],
+)
+def test_a_small_models_requests_run_in_passes_of_twice_the_batch_on_a_cpu(
+    device_type: str, work: int, expected: int
+) -> None:
+    assert default_request_pass(device_type, work, 32) == expected
