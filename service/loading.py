@@ -126,7 +126,13 @@ def load_served_model(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    facts = _facts(spec.name, version or card.version, loaded, layers, plan, settings)
+    batching = BatchingInfo(
+        settings.max_batch_size,
+        request_pass,
+        settings.max_batch_delay_s,
+        settings.max_queue_size,
+    )
+    facts = _facts(spec.name, version or card.version, loaded, layers, plan, batching)
     return LocalModel(facts, LocalBackend(loaded, tuple(layers), batcher, lane, monitor))
 
 
@@ -136,7 +142,7 @@ def _facts(
     loaded: models.LoadedModel,
     layers: Sequence[FeatureLayer],
     plan: DevicePlan,
-    settings: Settings,
+    batching: BatchingInfo,
 ) -> ModelFacts:
     return ModelFacts(
         name=name,
@@ -147,9 +153,7 @@ def _facts(
         dtype_name=plan.dtype_name,
         parameters=loaded.parameter_count,
         decodes_jpeg=plan.decodes_jpeg,
-        batching=BatchingInfo(
-            settings.max_batch_size, settings.max_batch_delay_s, settings.max_queue_size
-        ),
+        batching=batching,
     )
 
 

@@ -19,6 +19,7 @@ from service.errors import UnknownModel
 @dataclass(frozen=True)
 class BatchingInfo:
     max_batch_size: int
+    max_request_pass: int
     max_delay_s: float
     max_queue_images: int
 
@@ -104,6 +105,7 @@ class ServedModel:
             "jpeg_decode": "device" if facts.decodes_jpeg else "host",
             "batching": {
                 "max_batch_size": facts.batching.max_batch_size,
+                "max_request_pass": facts.batching.max_request_pass,
                 "max_batch_delay_ms": facts.batching.max_delay_s * 1000.0,
                 "max_queue_size": facts.batching.max_queue_images,
             },

@@ -36,7 +36,10 @@ class ClassifyResponse(BaseModel):
 
 
 class Batching(BaseModel):
-    max_batch_size: int
+    max_batch_size: int = Field(
+        description="images per forward pass gathered from several requests"
+    )
+    max_request_pass: int = Field(description="one request's images per forward pass")
     max_batch_delay_ms: float
     max_queue_size: int
 

@@ -20,6 +20,8 @@ async def test_health_ready_and_metadata(client: httpx.AsyncClient) -> None:
     assert meta["labels"] == [str(d) for d in range(10)]
     assert meta["input"]["channels"] == 1 and meta["device"] == "cpu"
     assert meta["parameters"] == models.load(models.default_model_path()).parameter_count
+    batching = meta["batching"]  # the digits model on a CPU: a request's images in longer passes
+    assert batching["max_request_pass"] == 2 * batching["max_batch_size"]
     listing = (await client.get("/v1/models")).json()
     assert [m["name"] for m in listing["models"]] == ["mnist-cnn"]
     missing = await client.get("/v1/models/nope")
