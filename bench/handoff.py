@@ -65,7 +65,7 @@ def _card(shape: tuple[int, int, int]) -> ModelCard:
 class _Model:
     def __init__(self, name: str, shape: tuple[int, int, int]) -> None:
         card = _card(shape)
-        batching = BatchingInfo(32, 0.005, 1024)
+        batching = BatchingInfo(32, 32, 0.005, 1024)
         self.facts = ModelFacts(name, "1", card, (), "cpu", "float32", 0, batching)
         self.backend = AnswerAtOnce()
 
