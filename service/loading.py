@@ -71,8 +71,13 @@ def _engines(
         plan.device.type, work, settings.max_batch_size
     )
     for engine in engines:
-        engine.warm_up(warm_up_sizes(max(request_pass, settings.max_batch_size)))
+        engine.warm_up(_pass_sizes(request_pass, settings))
     return plan, engines[:count], engines[count:], request_pass
+
+
+def _pass_sizes(request_pass: int, settings: Settings) -> list[int]:
+    """The batch sizes warmed up: up to the largest pass, gathered or one request's."""
+    return warm_up_sizes(max(request_pass, settings.max_batch_size))
 
 
 def load_served_model(
@@ -122,7 +127,7 @@ def load_served_model(
             "dtype": plan.dtype_name,
             "instances": len(engines),
             "helpers": len(helpers),
-            "warm_up_batches": warm_up_sizes(max(request_pass, settings.max_batch_size)),
+            "warm_up_batches": _pass_sizes(request_pass, settings),
             "seconds": round(time.monotonic() - started, 3),
         },
     )

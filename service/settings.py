@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.weights import DEFAULT_MODEL_NAME, default_model_path
-from service.cpus import available_cpus, default_torch_threads
+from service.cpus import available_cpus, default_request_pass, default_torch_threads
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DeviceDecode = Literal["auto", "on", "off"]
@@ -324,8 +324,9 @@ class Settings(BaseSettings):
 
     @property
     def largest_pass(self) -> int:
-        """The most images one forward pass may hold, whatever the model."""
-        return max(self.max_batch_size, self.max_request_pass or 2 * self.max_batch_size)
+        """The most images one forward pass may hold, whatever the model and device."""
+        longest_default = default_request_pass("cpu", 0, self.max_batch_size)  # a small model's
+        return max(self.max_batch_size, self.max_request_pass or longest_default)
 
     @property
     def max_batch_delay_s(self) -> float:

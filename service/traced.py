@@ -79,7 +79,7 @@ def pixel_graph(
 ) -> Scores | None:
     """On the CPU, for a model of at most PIXEL_GRAPH_MAX_WEIGHT_BYTES: uint8 pixels ->
     (probabilities, logits), normalized as the model card says; None where it does not hold."""
-    if example.device.type != "cpu" or weight_bytes(module) > PIXEL_GRAPH_MAX_WEIGHT_BYTES:
+    if not _pixel_graphs_pay(module, example):
         return None
     pixels = torch.randint(0, 256, example.shape, dtype=torch.uint8)
     graph = _traced(_FromPixels(module, scale, offset), pixels)
@@ -107,11 +107,7 @@ def summary_graph(
     hooks and a dozen reductions a layer, each torch call letting go of the GIL: under load
     a sampled batch cost about five plain ones of CPU (the digits model, 64 digits a
     request), and one in fifty batches is sampled."""
-    if (
-        not layers
-        or example.device.type != "cpu"
-        or weight_bytes(module) > PIXEL_GRAPH_MAX_WEIGHT_BYTES
-    ):
+    if not layers or not _pixel_graphs_pay(module, example):
         return None
     summarizing = _Summarizing(module, scale, offset, layers)
     # More images than are summarized: the graph takes the first SUMMARY_IMAGES itself.
@@ -141,6 +137,12 @@ def normalized(pixels: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) 
     """uint8 pixels as the model card normalizes them (models.preprocess: the same float32
     multiply, then add), out of place: in the graph and on the engine's float path alike."""
     return torch.add(torch.mul(pixels.to(torch.float32), scale), offset)
+
+
+def _pixel_graphs_pay(module: nn.Module, example: torch.Tensor) -> bool:
+    """On the CPU, for a model of at most PIXEL_GRAPH_MAX_WEIGHT_BYTES: each graph on
+    pixels packs a copy of the weights of its own."""
+    return example.device.type == "cpu" and weight_bytes(module) <= PIXEL_GRAPH_MAX_WEIGHT_BYTES
 
 
 def weight_bytes(module: nn.Module) -> int:
