@@ -21,6 +21,7 @@ forward pass (tens of microseconds to milliseconds) to a ResNet-50 batch on a CP
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
@@ -328,11 +329,30 @@ class Metrics:
         child = self._preprocess_children.get(model)
         if child is None:
             child = self._preprocess_children[model] = self.preprocess_seconds.labels(model)
-        for _ in range(images):
-            child.observe(seconds_per_image)
+        observe_many(child, seconds_per_image, images)
 
     def count_rejection(self, model: str, reason: str) -> None:
         self.rejected.labels(model, reason).inc()
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """`count` observations of one amount: what as many observe() calls leave (the sum up
+    to float rounding), in one step. A request of 64 digits observed its per-image decode
+    time 64 times, each a search of the buckets and two locked increments on the event loop.
+
+    prometheus_client's Histogram keeps its sum, bucket bounds and bucket counts in `_sum`,
+    `_upper_bounds` and `_buckets` (multiprocess mode too); a version without them, or a
+    labelled parent (which has none, and whose observe() raises), gets the calls one by one.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or count < 2:
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    buckets[bisect.bisect_left(bounds, amount)].inc(count)
 
 
 class ModelObserver:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -251,3 +252,33 @@ async def test_gpu_gauges_on_cuda(app_client: AppClientFactory, digits: Digits) 
     total = torch.cuda.get_device_properties(0).total_memory
     assert value(samples, GPU_METRICS[3], device="cuda:0") == total
     assert value(samples, "cnn_inference_duration_seconds_count", model=MODEL, device="cuda:0") == 1
+
+
+@pytest.mark.parametrize("amount", [0.0, 1e-6, 2.5e-5, 3e-4, 0.75, 2.0, 1e9])
+def test_observing_many_at_once_leaves_what_observing_one_by_one_leaves(amount: float) -> None:
+    """Counts and buckets exactly, the sum to rounding; a bound itself falls in its bucket."""
+    from prometheus_client import Histogram
+
+    from service.metrics import observe_many
+
+    def samples(observe: Callable[[Histogram], None]) -> dict[str, float]:
+        registry = CollectorRegistry()
+        parent = Histogram("d", "d", ["model"], buckets=(2.5e-5, 3e-4, 1.0), registry=registry)
+        observe(parent.labels("m"))
+        return {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    def one_by_one(child: Histogram) -> None:
+        for _ in range(64):
+            child.observe(amount)
+
+    singly = samples(one_by_one)
+    together = samples(lambda child: observe_many(child, amount, 64))
+    sums = [name for name in singly if name.startswith("d_sum")]
+    assert together.pop(sums[0]) == pytest.approx(singly.pop(sums[0]), rel=1e-12)
+    assert together == singly
+    assert singly["d_count[('model', 'm')]"] == 64
