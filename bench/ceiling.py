@@ -14,6 +14,7 @@ channels_last and/or under bf16 autocast, the CPU fast path, for comparison with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -150,25 +151,49 @@ def measure(
             return len(runner(batch))
 
         ceiling.model_img_s[size] = rate(forward, seconds=seconds)
-    cursor = iter(range(10**12))
     decoder = PixelPipeline(loaded.card.input)
-
-    def next_sample() -> bytes:
-        return samples[next(cursor) % len(samples)]
-
     if decode_img_s is None:
-        decode_img_s = rate(
-            lambda: int(to_pixels(decoder, next_sample()).size > 0), seconds=seconds
-        )
+        one = Together(runner, decoder, samples, batch=1)
+        decode_img_s = rate(lambda: int(one.decode().size > 0), seconds=seconds)
     ceiling.decode_img_s = decode_img_s
-    best = ceiling.best_batch
-
-    def together() -> int:
-        arrays = [to_pixels(decoder, next_sample()) for _ in range(best)]
-        return len(runner(torch.from_numpy(np.stack(arrays))))
-
-    ceiling.together_img_s = rate(together, seconds=seconds)
+    together = Together(runner, decoder, samples, batch=ceiling.best_batch)
+    ceiling.together_img_s = rate(together.step, seconds=seconds)
     return ceiling
+
+
+class Together:
+    """Decode a batch of the samples, then run it: the ceiling's "together" step."""
+
+    def __init__(
+        self, runner: Runner, decoder: PixelPipeline, samples: Sequence[bytes], *, batch: int
+    ) -> None:
+        self._runner = runner
+        self._decoder = decoder
+        self._samples = samples
+        self._batch = batch
+        self._next = itertools.count()
+
+    def decode(self) -> np.ndarray:
+        return to_pixels(self._decoder, self._samples[next(self._next) % len(self._samples)])
+
+    def step(self) -> int:
+        arrays = [self.decode() for _ in range(self._batch)]
+        return len(self._runner(torch.from_numpy(np.stack(arrays))))
+
+
+def together_meter(
+    card: str, samples: Sequence[bytes], *, threads: int, batch: int
+) -> Callable[[float], float]:
+    """A function of seconds that measures the fp32 "together" img/s again, as a mean over
+    those seconds (one window, as hey's figures are means): for ratios taken side by side
+    with a server's, seconds apart."""
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    loaded = models.load(card)
+    together = Together(
+        Runner(loaded, FP32), PixelPipeline(loaded.card.input), samples, batch=batch
+    )
+    return lambda seconds: rate(together.step, seconds=seconds, windows=1)
 
 
 def measure_workload(

@@ -9,7 +9,7 @@ from bench.ceiling import Ceiling
 from bench.gpu_section import gpu_section
 from bench.profile_report import profile_section
 from bench.report_markdown import Column, fill, num, pairs_table, table, tidy
-from bench.results import Point, Results, ServerRun
+from bench.results import Point, Results, ServerRun, SideBySide
 from bench.targets import OURS, PEERS, Check, check_targets
 
 NOTES = Path(__file__).resolve().parent / "RESULTS-notes.md"
@@ -80,6 +80,13 @@ CEILING_COLUMNS: tuple[Column[Ceiling], ...] = (
     ("together, serial", lambda c: f"{c.together_img_s:,.0f} (batch {c.best_batch})"),
     ("model img/s by batch size", _model_by_batch),
 )
+SIDE_BY_SIDE_COLUMNS: tuple[Column[SideBySide], ...] = (
+    ("round", lambda r: str(r.round)),
+    ("workload", lambda r: r.workload),
+    ("cnn-serve img/s", lambda r: num(r.server_img_s)),
+    ("ceiling img/s, just before", lambda r: num(r.ceiling_img_s)),
+    ("ratio", lambda r: f"{r.ratio:.2f}x"),
+)
 RUN_COLUMNS: tuple[Column[ServerRun], ...] = (
     ("workload", lambda r: r.workload),
     ("server", lambda r: r.server),
@@ -143,6 +150,7 @@ def render(results: Results, *, gpu: dict[str, Any] | None = None, notes: str = 
         load_tables=load_tables(results),
         ratios=ratio_table(results),
         ceilings=table(CEILING_COLUMNS, results.ceilings),
+        side_by_side=table(SIDE_BY_SIDE_COLUMNS, results.side_by_side),
         servers=table(RUN_COLUMNS, runs),
         profile=profile_section(results.profile),
         machine=pairs_table(results.machine),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +62,22 @@ class ServerRun:
     largest_http_worker_rss_mb: float | None = None  # idle; multi-process servers only
 
 
+@dataclass(frozen=True)
+class SideBySide:
+    """One round of a server's figure and the in-process ceiling's, measured seconds apart:
+    the machine's pace drifts over minutes, and a ratio of figures taken far apart shows
+    the drift as much as the server."""
+
+    round: int
+    workload: str
+    server_img_s: float
+    ceiling_img_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.server_img_s / self.ceiling_img_s if self.ceiling_img_s > 0 else 0.0
+
+
 @dataclass
 class Results:
     started: str
@@ -74,6 +91,7 @@ class Results:
     runs: list[ServerRun] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    side_by_side: list[SideBySide] = field(default_factory=list)
 
     def point(self, workload: str, server: str, concurrency: int) -> Point | None:
         for p in self.points:
@@ -86,6 +104,11 @@ class Results:
             if (c.workload, c.variant) == (workload, variant):
                 return c
         return None
+
+    def side_by_side_ratio(self, workload: str) -> float | None:
+        """The median over the rounds of the server's figure over the ceiling's."""
+        ratios = sorted(r.ratio for r in self.side_by_side if r.workload == workload)
+        return statistics.median(ratios) if ratios else None
 
     def run(self, workload: str, server: str) -> ServerRun | None:
         for r in self.runs:
@@ -107,5 +130,6 @@ class Results:
                 "ceilings": [Ceiling.from_dict(c) for c in data.get("ceilings", [])],
                 "points": [Point.from_dict(p) for p in data.get("points", [])],
                 "runs": [ServerRun(**r) for r in data.get("runs", [])],
+                "side_by_side": [SideBySide(**r) for r in data.get("side_by_side", [])],
             }
         )

@@ -41,9 +41,9 @@ from bench.hey import Load, ensure_hey, run_hey
 from bench.peers.env import ensure_peer_env
 from bench.profile_run import profile_ours
 from bench.report import reading, render
-from bench.results import Point, Results, ServerRun
+from bench.results import Point, Results, ServerRun, SideBySide
 from bench.scrape import HistogramTotals
-from bench.targets import OURS_EXPLAINED
+from bench.targets import OURS, OURS_EXPLAINED
 from bench.workloads import Workload, prepare
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -79,6 +79,9 @@ W2_EXTRA_KINDS = (
         "cnn-serve bf16", "cnn-serve, CNN_PRECISION=bf16", {"CNN_PRECISION": "bf16"}
     ),
 )
+
+# Rounds of 64 images a request against the in-process ceiling, side by side (full runs).
+SIDE_BY_SIDE_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,9 @@ def bench_server(
                 point = measure_point(hey, target, load_workload, kind.key, c, plan)
                 results.points.append(point)
                 _print_point(point)
+        if kind.key == OURS:
+            many = [(w, c) for w, c in extra if w.images_per_request > 1]
+            side_by_side(hey, running, workload, many, plan, results)
         run = replace(run, rss_after_mb=procs.tree_rss_mb(running.server.pid))
     except Exception as exc:  # a peer that fails is recorded, the run goes on
         run = replace(run, error=f"{type(exc).__name__}: {exc}"[:300])
@@ -227,6 +233,40 @@ def bench_server(
     finally:
         procs.stop(running.server)
         results.runs.append(run)
+
+
+def side_by_side(
+    hey: str,
+    running: servers.Running,
+    workload: Workload,
+    loads: list[tuple[Workload, int]],
+    plan: Plan,
+    results: Results,
+) -> None:
+    """Each load again, right after the in-process ceiling's "together" step on the same
+    digits, for a few rounds: their ratio, taken seconds apart, is the server's cost and
+    not the machine's drift between the ceilings' passes and the server's point."""
+    found = results.ceiling(workload.key)
+    if found is None or not loads:
+        return
+    print(f"  side by side with the in-process ceiling (batch {found.best_batch})", flush=True)
+    meter = ceiling.together_meter(
+        str(workload.card), workload.samples, threads=plan.threads, batch=found.best_batch
+    )
+    seconds = plan.point_s / 3
+    short = replace(plan, warm_s=min(plan.warm_s, 1.0), point_s=seconds)
+    for number in range(1, (1 if plan.quick else SIDE_BY_SIDE_ROUNDS) + 1):
+        for load_workload, c in loads:
+            ceiling_img_s = meter(seconds)
+            target = running.for_workload(load_workload)
+            point = measure_point(hey, target, load_workload, OURS, c, short)
+            row = SideBySide(number, load_workload.key, point.img_s, ceiling_img_s)
+            results.side_by_side.append(row)
+            print(
+                f"    round {number} {load_workload.key} c={c}: {point.img_s:,.0f} img/s, "
+                f"ceiling {ceiling_img_s:,.0f}: {row.ratio:.2f}x",
+                flush=True,
+            )
 
 
 @contextlib.contextmanager

@@ -77,6 +77,16 @@ def ceiling_img_s(workload: str) -> Figure:
     return figure
 
 
+def side_by_side_ratio(workload: str) -> Figure:
+    """Ours over the in-process ceiling measured just before it, the median of the rounds
+    (a ratio already: judged against ONE)."""
+    return lambda results: results.side_by_side_ratio(workload)
+
+
+def ONE(results: Results) -> float:  # noqa: N802 - a Figure, named as the others
+    return 1.0
+
+
 def server_run(server: str, pick: Callable[[ServerRun], float | None]) -> Figure:
     """A start-up figure of one of our servers with the default model (W1)."""
 
@@ -188,7 +198,7 @@ class Target:
         return Check(self.name, self.rule.goal, *judged)
 
 
-W1_CEILING, W2_CEILING = ceiling_img_s("W1"), ceiling_img_s("W2")
+W2_CEILING = ceiling_img_s("W2")
 W1_TS_TRITON_REQ_S = better_of(req_s("W1", "torchserve", 64), req_s("W1", "triton", 64))
 W1_TS_TRITON_P99 = better_of(p99_ms("W1", "torchserve", 64), p99_ms("W1", "triton", 64), lower=True)
 TARGETS = (
@@ -208,10 +218,11 @@ TARGETS = (
            req_s("W1", OURS, 64), AtLeast(3.0, req_s("W1", "litserve", 64))),
     Target("W1 c=1 req/s vs naive FastAPI",
            req_s("W1", OURS, 1), AtLeast(0.9, req_s("W1", "naive", 1))),
-    Target("W1 64 images/request, multipart, vs in-process ceiling (decode + forward)",
-           img_s("W1x64", OURS, 8), AtLeast(0.8, W1_CEILING)),
-    Target("W1 64 images/request, V2 binary, vs in-process ceiling",
-           img_s("W1x64v2", OURS, 8), AtLeast(0.8, W1_CEILING)),
+    Target("W1 64 images/request, multipart, vs in-process ceiling (decode + forward), "
+           "side by side: median of the rounds",
+           side_by_side_ratio("W1x64"), AtLeast(0.8, ONE)),
+    Target("W1 64 images/request, V2 binary, vs in-process ceiling, side by side",
+           side_by_side_ratio("W1x64v2"), AtLeast(0.8, ONE)),
     Target("W2 c=32 fp32 vs fp32 in-process ceiling",
            img_s("W2", OURS_FP32, 32), AtLeast(1.0, W2_CEILING)),
     Target("W2 c=32 default (CNN_PRECISION=auto) vs best peer",
