@@ -212,13 +212,20 @@ class LocalModels:
         return {key: "READY" for key in self.loaded}
 
     def find(self, name: str, version: str | None) -> LocalModel | None:
-        """A served version (the newest without `version`), or one still finishing its work."""
+        """A served version (the newest without `version`), or one still finishing its work.
+
+        The engine's connection threads call it while the event loop changes the versions:
+        a version is retiring before it leaves `loaded` (retire_version), and the retiring
+        ones are read from a copy, so a request that named a version it was told of always
+        finds it."""
         if version is None:
             served = self._registry.models.get(name)
-            return None if served is None else self.loaded.get((name, served.version))
+            if served is None:
+                return None
+            version = served.version
         found = self.loaded.get((name, version))
         if found is None:
-            for model in self._retiring.values():
+            for model in list(self._retiring.values()):
                 if (model.facts.name, model.facts.version) == (name, version):
                     return model
         return found
@@ -259,12 +266,13 @@ class LocalModels:
         self.on_change()
 
     def retire_version(self, name: str, version: str) -> asyncio.Future[None]:
+        model = self.loaded[(name, version)]
+        task = asyncio.create_task(self._stop_later(model, self._settings.request_timeout_s))
+        self._retiring[task] = model  # first: find() never sees it in neither place
         self._registry.remove(name, version)
-        model = self.loaded.pop((name, version))
+        del self.loaded[(name, version)]
         self._watch(name)
         self.on_change()
-        task = asyncio.create_task(self._stop_later(model, self._settings.request_timeout_s))
-        self._retiring[task] = model
         return task
 
     def _watch(self, name: str) -> None:
