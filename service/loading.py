@@ -268,7 +268,7 @@ class LocalModels:
     def retire_version(self, name: str, version: str) -> asyncio.Future[None]:
         model = self.loaded[(name, version)]
         task = asyncio.create_task(self._stop_later(model, self._settings.request_timeout_s))
-        self._retiring[task] = model  # first: find() never sees it in neither place
+        self._retiring[task] = model  # first: find() sees it in one place or the other
         self._registry.remove(name, version)
         del self.loaded[(name, version)]
         self._watch(name)

